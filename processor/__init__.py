@@ -1,0 +1,1 @@
+"""The processor: configuration, instruction set, and the Amaranth gateware generated from them."""

@@ -1,0 +1,323 @@
+"""The instruction set of the processor: defined once, used by the gateware, the compiler and the golden model.
+
+Every instruction is one 256-bit word (:data:`INSTRUCTION_BYTES` bytes, little-endian in DDR). Its low four bits
+are the :class:`Opcode`; the remaining fields are an Amaranth :class:`~amaranth.lib.data.StructLayout` per
+opcode whose buffer-address widths are derived from the :class:`~dlproc.processor.config.ProcessorConfig`.
+
+* The gateware decoder views the fetched word as ``data.View(isa.layout(op), word)`` and switches on the opcode.
+* The compiler packs instructions with :meth:`InstructionSet.encode` (the same layouts, via their field offsets).
+* The golden model unpacks them with :meth:`InstructionSet.decode`.
+
+The semantics of each instruction are given in ``docs/isa.md`` and executed by ``dlproc.sim.golden``.
+This module also holds the control/status register map and the error codes shared by gateware, driver and
+golden model.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from .config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
+
+__all__ = [
+    "INSTRUCTION_BITS", "INSTRUCTION_BYTES", "ISA_VERSION", "Opcode", "Buffer", "GemmMode", "ErrorCode",
+    "Reg", "CTRL_START", "CTRL_CLEAR", "CTRL_IRQ_EN", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
+    "MAGIC", "InstructionSet", "Instruction", "IsaError", "EXTENT_BITS",
+]
+
+INSTRUCTION_BITS = INSTRUCTION_BYTES * 8
+OPCODE_BITS = 4
+#: Width of every loop extent field (GEMM, LOAD, STORE); extents range from 1 to 2**EXTENT_BITS - 1.
+EXTENT_BITS = 12
+#: Width of DDR byte offsets and strides (offsets are relative to the DDR window base).
+DDR_BITS = 32
+#: Width of the LOAD chunk length in bytes.
+LEN_BITS = 24
+
+
+class IsaError(ValueError):
+    """An instruction that cannot be encoded (a field out of its range)."""
+
+
+class Opcode(enum.IntEnum):
+    """Instruction opcodes (bits 3:0 of every instruction). 0 and 9-15 are illegal, so zeroed memory traps."""
+
+    LOAD = 1   #: DDR -> input, weight or parameter buffer (DMA engine)
+    STORE = 2  #: output buffer -> DDR (DMA engine)
+    GEMM = 3   #: loop nest over the conv array: MAC, MAX or SUM mode (compute engine)
+    POST = 4   #: accumulators -> post-processing -> output buffer (compute engine)
+    FC = 5     #: fc module: weights streamed from DDR x input buffer vector -> accumulators (DMA engine)
+    SYNC = 6   #: wait until both engines are idle
+    MARK = 7   #: record (layer id, cycle counter) in the event log
+    END = 8    #: wait until both engines are idle, then stop with DONE
+
+
+class Buffer(enum.IntEnum):
+    """Target buffer of a LOAD."""
+
+    INPUT = 0
+    WEIGHT = 1
+    PARAM = 2
+
+
+class GemmMode(enum.IntEnum):
+    """Operation of a GEMM instruction on each (accumulator, input[, weight]) triple."""
+
+    MAC = 0  #: acc[c] += sum_i inp[i] * wgt[c][i]  (c < oc lanes)
+    MAX = 1  #: acc[c] = max(acc[c], inp[c])       (c < ic lanes; other lanes take 0)
+    SUM = 2  #: acc[c] += inp[c] * imm             (c < ic lanes; other lanes take 0)
+
+
+class ErrorCode(enum.IntEnum):
+    """Values of the ERROR_CODE register. The processor stops at the first error with ERROR set in STATUS."""
+
+    NONE = 0
+    ILLEGAL_OPCODE = 1     #: opcode 0 or 9-15
+    ILLEGAL_FIELD = 2      #: zero extent, buffer address range past the buffer, bad buffer/mode/sub-block
+    DDR_WINDOW = 3         #: a DDR access (data or instruction fetch) outside [0, DDR_SIZE) of the window
+    AXI_READ_ERROR = 4     #: SLVERR or DECERR on a read response
+    AXI_WRITE_ERROR = 5    #: SLVERR or DECERR on a write response
+    PROGRAM_END = 6        #: the program counter reached INSTR_COUNT without an END instruction
+    EVENT_OVERFLOW = 7     #: more MARK instructions than the event log holds (reported, execution continues)
+
+
+class Reg(enum.IntEnum):
+    """Byte offsets of the 32-bit control and status registers on the AXI4-Lite slave."""
+
+    MAGIC = 0x00            #: RO  0x444C5043 ("DLPC")
+    ISA_VERSION = 0x04      #: RO  :data:`ISA_VERSION`
+    CONFIG_HASH = 0x08      #: RO  ProcessorConfig.hardware_hash_int
+    CTRL = 0x0C             #: W   bit0 START (self clearing), bit1 CLEAR (done/error); RW bit2 IRQ_EN
+    STATUS = 0x10           #: RO  bit0 BUSY, bit1 DONE, bit2 ERROR
+    ERROR_CODE = 0x14       #: RO  :class:`ErrorCode`
+    ERROR_PC = 0x18         #: RO  index of the instruction that failed
+    PC = 0x1C               #: RO  index of the instruction being dispatched
+    INSTR_ADDR = 0x20       #: RW  byte offset of instruction 0 in the DDR window (32-byte aligned)
+    INSTR_COUNT = 0x24      #: RW  number of instructions in the program
+    DDR_BASE_LO = 0x28      #: RW  physical base address of the DDR window, bits 31:0
+    DDR_BASE_HI = 0x2C      #: RW  bits 63:32
+    DDR_SIZE = 0x30         #: RW  size of the DDR window in bytes
+    CYCLES_LO = 0x38        #: RO  cycles since START (64 bit)
+    CYCLES_HI = 0x3C
+    MAC_BUSY_LO = 0x40      #: RO  cycles in which the conv array performed a MAC-mode step (64 bit)
+    MAC_BUSY_HI = 0x44
+    DMA_RD_BEATS = 0x48     #: RO  AXI read data beats accepted since START
+    DMA_WR_BEATS = 0x4C     #: RO  AXI write data beats sent since START
+    EVENT_COUNT = 0x50      #: RO  events recorded (saturates at the log depth)
+    EVENT_INDEX = 0x54      #: RW  selects the event read through EVENT_ID / EVENT_CYCLE_*
+    EVENT_ID = 0x58         #: RO  layer id of the selected event
+    EVENT_CYCLE_LO = 0x5C   #: RO  cycle counter value when the selected MARK was dispatched (64 bit)
+    EVENT_CYCLE_HI = 0x60
+
+
+MAGIC = 0x444C5043
+CTRL_START, CTRL_CLEAR, CTRL_IRQ_EN = 1 << 0, 1 << 1, 1 << 2
+STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1 << 0, 1 << 1, 1 << 2
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A decoded instruction: its opcode and a dictionary of integer field values."""
+
+    opcode: Opcode
+    fields: dict[str, int]
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __str__(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.fields.items())
+        return f"{self.opcode.name} {args}"
+
+
+class InstructionSet:
+    """The instruction layouts of one processor configuration.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        The configuration whose buffer depths set the address-field widths.
+    """
+
+    def __init__(self, config: ProcessorConfig):
+        if not isinstance(config, ProcessorConfig):
+            raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
+        self.config = config
+
+    # ------------------------------------------------------------------ the definition
+    @cached_property
+    def _fields(self) -> dict[Opcode, dict[str, Any]]:
+        c = self.config
+        inp, wgt, acc, par = c.input_addr_bits, c.weight_addr_bits, c.acc_addr_bits, c.param_addr_bits
+        buf_any = max(inp, wgt, par)
+        ext = unsigned(EXTENT_BITS)
+        ddr = unsigned(DDR_BITS)
+        return {
+            Opcode.LOAD: {
+                "buffer": unsigned(2),           # Buffer
+                "buf_addr": unsigned(buf_any),   # first entry written
+                "ddr_addr": ddr,                 # byte offset of chunk (0, 0)
+                "len0": unsigned(LEN_BITS),      # bytes per chunk, multiple of the AXI beat
+                "n1": unsigned(16), "ddr_stride1": ddr,
+                "n2": unsigned(16), "ddr_stride2": ddr,
+            },
+            Opcode.STORE: {
+                "buf_addr": unsigned(acc),       # first output entry read
+                "ddr_addr": ddr,
+                "n0": unsigned(16),              # output entries (pixels) per row, contiguous in DDR
+                "n1": unsigned(16), "ddr_stride1": ddr, "buf_stride1": unsigned(acc + 1),
+                "n2": unsigned(8), "ddr_stride2": ddr,
+                "sb0": unsigned(8),              # first channel sub-block of the output entry
+            },
+            Opcode.GEMM: {
+                "mode": unsigned(2),             # GemmMode
+                "overwrite": unsigned(1),        # first reduction step writes instead of accumulating
+                "finalize": unsigned(1),         # last reduction step also post-processes into the output buffer
+                "acc_base": unsigned(acc), "out_base": unsigned(acc),
+                "inp_base": unsigned(inp), "wgt_base": unsigned(wgt), "param_addr": unsigned(par),
+                "r0": ext, "r1": ext, "r2": ext, "s0": ext, "s1": ext,
+                "ri0": unsigned(inp), "ri1": unsigned(inp), "ri2": unsigned(inp),
+                "si0": unsigned(inp), "si1": unsigned(inp),
+                "imm": signed(16),
+            },
+            Opcode.POST: {
+                "acc_base": unsigned(acc), "out_base": unsigned(acc), "n": unsigned(acc + 1),
+                "param_addr": unsigned(par), "param_inc": unsigned(1),
+            },
+            Opcode.FC: {
+                "accumulate": unsigned(1),
+                "ddr_addr": ddr, "row_stride": ddr,
+                "n_out": unsigned(16), "n_in": unsigned(inp + 1),
+                "inp_base": unsigned(inp), "acc_base": unsigned(acc),
+            },
+            Opcode.SYNC: {},
+            Opcode.MARK: {"layer": unsigned(16)},
+            Opcode.END: {},
+        }
+
+    @cached_property
+    def _layouts(self) -> dict[Opcode, data.StructLayout]:
+        result = {}
+        for op, fields in self._fields.items():
+            members: dict[str, Any] = {"opcode": unsigned(OPCODE_BITS), **fields}
+            used = sum(unsigned(s).width if isinstance(s, int) else s.width for s in members.values())
+            if used > INSTRUCTION_BITS:
+                raise IsaError(f"{op.name} needs {used} bits, more than the {INSTRUCTION_BITS}-bit instruction")
+            members["_reserved"] = unsigned(INSTRUCTION_BITS - used)
+            result[op] = data.StructLayout(members)
+        return result
+
+    def layout(self, opcode: Opcode) -> data.StructLayout:
+        """The 256-bit :class:`~amaranth.lib.data.StructLayout` of one opcode (``opcode`` field at bit 0)."""
+        return self._layouts[Opcode(opcode)]
+
+    def field_names(self, opcode: Opcode) -> list[str]:
+        """The operand field names of an opcode, in layout order (without ``opcode`` and ``_reserved``)."""
+        return list(self._fields[Opcode(opcode)])
+
+    @cached_property
+    def _offsets(self) -> dict[Opcode, list[tuple[str, int, int, bool]]]:
+        out = {}
+        for op, layout in self._layouts.items():
+            out[op] = [(name, f.offset, f.shape.width, f.shape.signed)
+                       for name, f in layout if name not in ("opcode", "_reserved")]
+        return out
+
+    # ------------------------------------------------------------------ packing
+    def encode(self, opcode: Opcode, **fields: int) -> int:
+        """Pack one instruction into an integer of :data:`INSTRUCTION_BITS` bits.
+
+        Missing fields are zero. A field value outside its width raises :class:`IsaError` naming it.
+        """
+        opcode = Opcode(opcode)
+        spec = self._offsets[opcode]
+        known = {name for name, *_ in spec}
+        unknown = set(fields) - known
+        if unknown:
+            raise IsaError(f"{opcode.name} has no field(s) {sorted(unknown)}; fields are {sorted(known)}")
+        word = int(opcode)
+        for name, offset, width, is_signed in spec:
+            value = int(fields.get(name, 0))
+            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
+            if not lo <= value <= hi:
+                raise IsaError(f"{opcode.name}.{name} = {value} does not fit in {width} "
+                               f"{'signed' if is_signed else 'unsigned'} bits ({lo}..{hi})")
+            word |= (value & ((1 << width) - 1)) << offset
+        return word
+
+    def decode(self, word: int) -> Instruction:
+        """Unpack one instruction word. Raises :class:`IsaError` for an illegal opcode."""
+        code = word & ((1 << OPCODE_BITS) - 1)
+        try:
+            opcode = Opcode(code)
+        except ValueError:
+            raise IsaError(f"illegal opcode {code}") from None
+        fields = {}
+        for name, offset, width, is_signed in self._offsets[opcode]:
+            value = (word >> offset) & ((1 << width) - 1)
+            if is_signed and value >> (width - 1):
+                value -= 1 << width
+            fields[name] = value
+        return Instruction(opcode, fields)
+
+    def fits(self, opcode: Opcode, name: str, value: int) -> bool:
+        """Whether ``value`` fits the field ``name`` of ``opcode``."""
+        for fname, _offset, width, is_signed in self._offsets[Opcode(opcode)]:
+            if fname == name:
+                if is_signed:
+                    return -(1 << (width - 1)) <= value < (1 << (width - 1))
+                return 0 <= value < (1 << width)
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------ streams
+    @staticmethod
+    def to_bytes(words: list[int]) -> bytes:
+        """Serialize instruction words for DDR (little-endian, :data:`INSTRUCTION_BYTES` each)."""
+        return b"".join(w.to_bytes(INSTRUCTION_BYTES, "little") for w in words)
+
+    @staticmethod
+    def from_bytes(blob: bytes | np.ndarray) -> list[int]:
+        """Split a DDR byte image of instructions back into integer words."""
+        raw = bytes(blob)
+        if len(raw) % INSTRUCTION_BYTES:
+            raise IsaError(f"instruction stream length {len(raw)} is not a multiple of {INSTRUCTION_BYTES}")
+        return [int.from_bytes(raw[i:i + INSTRUCTION_BYTES], "little") for i in range(0, len(raw), INSTRUCTION_BYTES)]
+
+    def disassemble(self, words: list[int]) -> str:
+        """Text listing of an instruction stream, one instruction per line."""
+        lines = []
+        for pc, word in enumerate(words):
+            try:
+                text = str(self.decode(word))
+            except IsaError as exc:
+                text = f"<{exc}>"
+            lines.append(f"{pc:6d}: {text}")
+        return "\n".join(lines)
+
+    def describe(self) -> str:
+        """Markdown tables of every layout (used to check ``docs/isa.md``)."""
+        out = []
+        for op in Opcode:
+            out.append(f"### {op.name} (opcode {int(op)})\n")
+            out.append("| field | bits | width | signed |")
+            out.append("| --- | --- | --- | --- |")
+            for name, f in self.layout(op):
+                if name == "_reserved":
+                    continue
+                w = f.shape.width
+                out.append(f"| {name} | {f.offset + w - 1}:{f.offset} | {w} | {'yes' if f.shape.signed else 'no'} |")
+            out.append("")
+        return "\n".join(out)
+
+
+ISA_VERSION = ISA_VERSION  # re-exported
