@@ -128,7 +128,7 @@ class ProcessorConfig:
              "ddr_size", "a multiple of 4096 from 64 KiB to 4 GiB")
         need(isinstance(self.ddr_base, int) and 0 <= self.ddr_base and self.ddr_base % 4096 == 0
              and self.ddr_base + self.ddr_size <= 1 << self.axi_addr_width,
-             "ddr_base", f"a 4 KiB aligned address with ddr_base + ddr_size <= 2**axi_addr_width")
+             "ddr_base", "a 4 KiB aligned address with ddr_base + ddr_size <= 2**axi_addr_width")
         need(_is_pow2(self.event_log_depth) and 16 <= self.event_log_depth <= 65536,
              "event_log_depth", "a power of two from 16 to 65536")
 

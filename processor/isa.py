@@ -85,7 +85,6 @@ class ErrorCode(enum.IntEnum):
     AXI_READ_ERROR = 4     #: SLVERR or DECERR on a read response
     AXI_WRITE_ERROR = 5    #: SLVERR or DECERR on a write response
     PROGRAM_END = 6        #: the program counter reached INSTR_COUNT without an END instruction
-    EVENT_OVERFLOW = 7     #: more MARK instructions than the event log holds (reported, execution continues)
 
 
 class Reg(enum.IntEnum):
@@ -319,5 +318,3 @@ class InstructionSet:
             out.append("")
         return "\n".join(out)
 
-
-ISA_VERSION = ISA_VERSION  # re-exported

@@ -1,0 +1,467 @@
+"""The golden instruction-level model: executes an instruction stream on a DDR image with the hardware's semantics.
+
+This is the executable definition of the instruction set (``docs/isa.md`` describes the same rules in prose).
+The RTL must produce identical buffers, DDR contents and error codes. Execution here is sequential; the
+hardware overlaps its DMA and compute engines, which is only equivalent when the program separates dependent
+instructions of different engines with SYNC. :class:`GoldenModel` checks that (``check_hazards``), so compiler
+scheduling bugs are caught here instead of as rare mismatches on the RTL.
+
+Integer rules (int8 processor), see ``docs/numerics.md``:
+
+* accumulators are int32 and wrap (two's complement); products are exact;
+* post-processing per lane ``c``: ``v = wrap32(acc + bias)``; ``m = mult_pos if v >= 0 else mult_neg`` (int16);
+  ``t = v * m`` (exact); if ``shift > 0``: ``t = (t + 2**(shift-1)) >> shift`` (arithmetic, i.e. round half up);
+  ``y = min(max(t, lo), hi)`` with int8 ``lo``/``hi``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
+from dlproc.processor.isa import (
+    CTRL_CLEAR,
+    CTRL_IRQ_EN,
+    CTRL_START,
+    MAGIC,
+    STATUS_BUSY,
+    STATUS_DONE,
+    STATUS_ERROR,
+    Buffer,
+    ErrorCode,
+    GemmMode,
+    Instruction,
+    InstructionSet,
+    IsaError,
+    Opcode,
+    Reg,
+)
+
+__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "postprocess_int8", "ENGINE_OF"]
+
+#: Which engine executes each opcode (the dispatcher issues in order; each engine runs one instruction at a time).
+ENGINE_OF = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.FC: "dma", Opcode.GEMM: "compute",
+             Opcode.POST: "compute"}
+
+
+class HazardError(RuntimeError):
+    """The program lets the DMA and compute engines touch the same buffer range without a SYNC between them."""
+
+
+class _Trap(Exception):
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class RunResult:
+    """Outcome of one program run.
+
+    Attributes
+    ----------
+    error : ErrorCode
+        ``ErrorCode.NONE`` when the program reached END.
+    error_pc : int
+        Index of the failing instruction (or of END).
+    message : str
+        Human-readable reason of the error.
+    events : list of (int, int)
+        ``(layer id, instruction index)`` for every MARK, in order.
+    mac_steps : int
+        MAC-mode GEMM steps executed (each is ``conv_ic_lanes * conv_oc_lanes`` MACs on the array).
+    instructions : int
+        Instructions executed.
+    """
+
+    error: ErrorCode = ErrorCode.NONE
+    error_pc: int = 0
+    message: str = ""
+    events: list[tuple[int, int]] = field(default_factory=list)
+    mac_steps: int = 0
+    instructions: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+
+
+def _sext16(words: np.ndarray) -> np.ndarray:
+    return (words.astype(np.uint32) & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int64)
+
+
+def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Post-process accumulators into int8 outputs (bias, requantization, activation, clamp).
+
+    Parameters
+    ----------
+    acc : ndarray of int32, shape (..., lanes)
+        Accumulator values.
+    params : ndarray of uint32, shape (..., 4, lanes)
+        Parameter words per lane: bias, mult_pos (int16 in bits 15:0), mult_neg (int16), control
+        (shift in bits 5:0, lo int8 in bits 15:8, hi int8 in bits 23:16). Broadcasts against ``acc``.
+
+    Returns
+    -------
+    ndarray of int8, shape of ``acc``
+    """
+    p = params.astype(np.uint32)
+    bias = p[..., 0, :].view(np.int32).astype(np.int64)
+    v = acc.astype(np.int64) + bias
+    v = ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # wrap to int32
+    m = np.where(v >= 0, _sext16(p[..., 1, :]), _sext16(p[..., 2, :]))
+    ctl = p[..., 3, :]
+    shift = (ctl & 0x3F).astype(np.int64)
+    lo = ((ctl >> 8) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64)
+    hi = ((ctl >> 16) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64)
+    t = v * m  # |v| < 2**31, |m| < 2**15: exact in int64
+    rnd = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    t = np.right_shift(t + rnd, shift)
+    return np.minimum(np.maximum(t, lo), hi).astype(np.int8)
+
+
+class GoldenModel:
+    """The processor's buffers and an interpreter for its instruction stream.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        The processor configuration (buffer sizes, lanes, dtype).
+    """
+
+    def __init__(self, config: ProcessorConfig):
+        if config.dtype != "int8":
+            raise NotImplementedError(f"the golden model does not implement dtype {config.dtype!r} yet")
+        self.config = c = config
+        self.isa = InstructionSet(config)
+        self.ci, self.co = c.conv_ic_lanes, c.conv_oc_lanes
+        # Buffers as flat byte arrays (LOAD fills bytes) with typed views for the engines.
+        self.inp_bytes = np.zeros(c.input_entries * c.input_entry_bytes, np.uint8)
+        self.wgt_bytes = np.zeros(c.weight_entries * c.weight_entry_bytes, np.uint8)
+        self.par_bytes = np.zeros(c.param_buffer_entries * c.param_entry_bytes, np.uint8)
+        self.inp = self.inp_bytes.view(np.int8).reshape(c.input_entries, self.ci)
+        self.wgt = self.wgt_bytes.view(np.int8).reshape(c.weight_entries, self.co, self.ci)
+        self.par = self.par_bytes.view(np.uint32).reshape(c.param_buffer_entries, 4, self.co)
+        self.acc = np.zeros((c.acc_buffer_entries, self.co), np.int32)
+        self.out = np.zeros((c.acc_buffer_entries, self.co), np.int8)
+        self._buffer_bytes = {Buffer.INPUT: (self.inp_bytes, c.input_entry_bytes),
+                              Buffer.WEIGHT: (self.wgt_bytes, c.weight_entry_bytes),
+                              Buffer.PARAM: (self.par_bytes, c.param_entry_bytes)}
+
+    # ------------------------------------------------------------------ program execution
+    def run(self, ddr: np.ndarray, instr_addr: int, instr_count: int, *, check_hazards: bool = True,
+            ddr_size: int | None = None) -> RunResult:
+        """Execute a program.
+
+        Parameters
+        ----------
+        ddr : ndarray of uint8
+            The DDR window (offset 0 = window base); modified in place by STORE.
+        instr_addr : int
+            Byte offset of instruction 0 in the window (the low 5 bits are ignored, as in hardware).
+        instr_count : int
+            Number of instructions; reaching it without END is ``PROGRAM_END``.
+        check_hazards : bool
+            Raise :class:`HazardError` when the program relies on sequential execution across engines.
+        ddr_size : int, optional
+            Window size; defaults to ``len(ddr)``.
+        """
+        size = len(ddr) if ddr_size is None else ddr_size
+        base = instr_addr & ~(INSTRUCTION_BYTES - 1)
+        result = RunResult()
+        window: dict[str, list[tuple[str, int, int, bool]]] = {"dma": [], "compute": []}
+        pc = 0
+        while True:
+            try:
+                if pc >= instr_count:
+                    raise _Trap(ErrorCode.PROGRAM_END, f"reached instruction count {instr_count} without END")
+                start = base + pc * INSTRUCTION_BYTES
+                if start + INSTRUCTION_BYTES > size:
+                    raise _Trap(ErrorCode.DDR_WINDOW, f"instruction fetch at offset {start:#x} outside the window")
+                word = int.from_bytes(ddr[start:start + INSTRUCTION_BYTES].tobytes(), "little")
+                try:
+                    ins = self.isa.decode(word)
+                except IsaError as exc:
+                    raise _Trap(ErrorCode.ILLEGAL_OPCODE, str(exc)) from None
+                result.instructions += 1
+                op = ins.opcode
+                if op in (Opcode.SYNC, Opcode.END):
+                    window = {"dma": [], "compute": []}
+                    if op == Opcode.END:
+                        result.error_pc = pc
+                        return result
+                elif op == Opcode.MARK:
+                    if len(result.events) < self.config.event_log_depth:
+                        result.events.append((ins.layer, pc))
+                else:
+                    touched = self._execute(ins, ddr, size, result)
+                    if check_hazards:
+                        self._check_hazard(pc, ins, touched, window)
+            except _Trap as trap:
+                result.error, result.error_pc, result.message = trap.code, pc, str(trap)
+                return result
+            pc += 1
+
+    def _check_hazard(self, pc: int, ins: Instruction, touched: list[tuple[str, int, int, bool]],
+                      window: dict[str, list[tuple[str, int, int, bool]]]) -> None:
+        engine = ENGINE_OF[ins.opcode]
+        other = window["compute" if engine == "dma" else "dma"]
+        for buf, lo, hi, writes in touched:
+            for obuf, olo, ohi, owrites in other:
+                if buf == obuf and lo < ohi and olo < hi and (writes or owrites):
+                    raise HazardError(f"instruction {pc} ({ins.opcode.name}) and an instruction on the other engine "
+                                      f"since the last SYNC both touch {buf} entries [{max(lo, olo)}, "
+                                      f"{min(hi, ohi)}) and one writes")
+        window[engine].extend(touched)
+
+    # ------------------------------------------------------------------ instructions
+    def _execute(self, ins: Instruction, ddr: np.ndarray, size: int,
+                 result: RunResult) -> list[tuple[str, int, int, bool]]:
+        op = ins.opcode
+        if op == Opcode.LOAD:
+            return self._load(ins, ddr, size, result)
+        if op == Opcode.STORE:
+            return self._store(ins, ddr, size, result)
+        if op == Opcode.GEMM:
+            return self._gemm(ins, result)
+        if op == Opcode.POST:
+            return self._post(ins)
+        if op == Opcode.FC:
+            return self._fc(ins, ddr, size, result)
+        raise AssertionError(op)
+
+    @staticmethod
+    def _need(cond: bool, message: str) -> None:
+        if not cond:
+            raise _Trap(ErrorCode.ILLEGAL_FIELD, message)
+
+    def _window(self, lo: int, length: int, size: int, what: str) -> None:
+        if lo < 0 or lo + length > size:
+            raise _Trap(ErrorCode.DDR_WINDOW, f"{what} [{lo:#x}, {lo + length:#x}) outside the {size:#x}-byte window")
+
+    def _load(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
+        beat = self.config.beat_bytes
+        self._need(ins.buffer in (0, 1, 2), f"LOAD buffer {ins.buffer} does not exist")
+        self._need(ins.n1 >= 1 and ins.n2 >= 1 and ins.len0 >= 1, "LOAD with a zero extent")
+        self._need(ins.len0 % beat == 0 and ins.ddr_addr % beat == 0 and ins.ddr_stride1 % beat == 0
+                   and ins.ddr_stride2 % beat == 0, f"LOAD address, stride or length not a multiple of {beat} bytes")
+        buf, entry_bytes = self._buffer_bytes[Buffer(ins.buffer)]
+        start = ins.buf_addr * entry_bytes
+        total = ins.n1 * ins.n2 * ins.len0
+        self._need(start + total <= len(buf), f"LOAD of {total} bytes at entry {ins.buf_addr} overflows the "
+                   f"{Buffer(ins.buffer).name} buffer")
+        pos = start
+        for i2 in range(ins.n2):
+            for i1 in range(ins.n1):
+                src = ins.ddr_addr + i2 * ins.ddr_stride2 + i1 * ins.ddr_stride1
+                self._window(src, ins.len0, size, "LOAD source")
+                buf[pos:pos + ins.len0] = ddr[src:src + ins.len0]
+                pos += ins.len0
+        result.read_bytes += total
+        name = Buffer(ins.buffer).name
+        first = ins.buf_addr
+        last = (start + total - 1) // entry_bytes
+        return [(name, first, last + 1, True)]
+
+    def _store(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
+        c = self.config
+        beat, ci, eb = c.beat_bytes, self.ci, c.element_bytes
+        self._need(ins.n0 >= 1 and ins.n1 >= 1 and ins.n2 >= 1, "STORE with a zero extent")
+        self._need(ins.sb0 + ins.n2 <= c.subblocks_per_output,
+                   f"STORE sub-blocks {ins.sb0}..{ins.sb0 + ins.n2 - 1} beyond the {c.subblocks_per_output} per entry")
+        self._need(ins.ddr_addr % beat == 0 and ins.ddr_stride1 % beat == 0 and ins.ddr_stride2 % beat == 0,
+                   f"STORE address or stride not a multiple of {beat} bytes")
+        last = ins.buf_addr + (ins.n1 - 1) * ins.buf_stride1 + ins.n0 - 1
+        self._need(last < c.acc_buffer_entries, f"STORE reads output entry {last} past the buffer")
+        row_bytes = ins.n0 * ci * eb
+        out_bytes = self.out.view(np.uint8).reshape(c.acc_buffer_entries, c.conv_oc_lanes * eb)
+        for i2 in range(ins.n2):
+            sb = ins.sb0 + i2
+            for i1 in range(ins.n1):
+                dst = ins.ddr_addr + i2 * ins.ddr_stride2 + i1 * ins.ddr_stride1
+                self._window(dst, row_bytes, size, "STORE destination")
+                e0 = ins.buf_addr + i1 * ins.buf_stride1
+                rows = out_bytes[e0:e0 + ins.n0, sb * ci * eb:(sb + 1) * ci * eb]
+                ddr[dst:dst + row_bytes] = rows.reshape(-1)
+        result.write_bytes += row_bytes * ins.n1 * ins.n2
+        return [("OUTPUT", min(ins.buf_addr, last), last + 1, False)]
+
+    def _inp_indices(self, ins: Instruction) -> np.ndarray:
+        """Input-buffer entry index for every (reduction step k, spatial step j): shape (R, S)."""
+        r0, r1, r2 = np.ogrid[0:ins.r0, 0:ins.r1, 0:ins.r2]
+        red = (r0 * ins.ri0 + r1 * ins.ri1 + r2 * ins.ri2).reshape(-1)
+        s0, s1 = np.ogrid[0:ins.s0, 0:ins.s1]
+        spa = (s0 * ins.si0 + s1 * ins.si1).reshape(-1)
+        return ins.inp_base + red[:, None] + spa[None, :]
+
+    def _gemm(self, ins: Instruction, result: RunResult):
+        c = self.config
+        self._need(ins.mode in (0, 1, 2), f"GEMM mode {ins.mode} does not exist")
+        self._need(min(ins.r0, ins.r1, ins.r2, ins.s0, ins.s1) >= 1, "GEMM with a zero extent")
+        R, S = ins.r0 * ins.r1 * ins.r2, ins.s0 * ins.s1
+        inp_last = ins.inp_base + sum((n - 1) * s for n, s in ((ins.r0, ins.ri0), (ins.r1, ins.ri1), (ins.r2, ins.ri2),
+                                                             (ins.s0, ins.si0), (ins.s1, ins.si1)))
+        self._need(inp_last < c.input_entries, f"GEMM reads input entry {inp_last} past the buffer")
+        self._need(ins.acc_base + S <= c.acc_buffer_entries, "GEMM accumulator range past the buffer")
+        if ins.finalize:
+            self._need(ins.out_base + S <= c.acc_buffer_entries, "GEMM output range past the buffer")
+        mode = GemmMode(ins.mode)
+        if mode == GemmMode.MAC:
+            self._need(ins.wgt_base + R <= c.weight_entries, "GEMM weight range past the buffer")
+        idx = self._inp_indices(ins)
+        x = self.inp[idx].astype(np.int64)  # (R, S, ci)
+        acc = self.acc[ins.acc_base:ins.acc_base + S]
+        old = acc.astype(np.int64)
+        if mode == GemmMode.MAC:
+            w = self.wgt[ins.wgt_base:ins.wgt_base + R].astype(np.int64)  # (R, co, ci)
+            val = np.einsum("rsi,rci->sc", x, w, optimize=True)
+            new = val if ins.overwrite else old + val
+            result.mac_steps += R * S
+        else:
+            pad = np.zeros((S, self.co), np.int64)
+            if mode == GemmMode.MAX:
+                pad[:, :self.ci] = x.max(axis=0)
+                new = pad if ins.overwrite else np.maximum(old, pad)
+            else:
+                pad[:, :self.ci] = x.sum(axis=0) * ins.imm
+                new = pad if ins.overwrite else old + pad
+        acc[:] = (((new + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
+        touched = [("INPUT", int(idx.min()), int(idx.max()) + 1, False),
+                   ("ACC", ins.acc_base, ins.acc_base + S, True)]
+        if mode == GemmMode.MAC:
+            touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
+        if ins.finalize:
+            self.out[ins.out_base:ins.out_base + S] = postprocess_int8(acc, self.par[ins.param_addr])
+            touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
+                        ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
+        return touched
+
+    def _post(self, ins: Instruction):
+        c = self.config
+        self._need(ins.n >= 1, "POST with a zero extent")
+        self._need(ins.acc_base + ins.n <= c.acc_buffer_entries and ins.out_base + ins.n <= c.acc_buffer_entries,
+                   "POST range past the accumulator/output buffer")
+        np_ = ins.n if ins.param_inc else 1
+        self._need(ins.param_addr + np_ <= c.param_buffer_entries, "POST parameter range past the buffer")
+        acc = self.acc[ins.acc_base:ins.acc_base + ins.n]
+        par = self.par[ins.param_addr:ins.param_addr + ins.n] if ins.param_inc else self.par[ins.param_addr]
+        self.out[ins.out_base:ins.out_base + ins.n] = postprocess_int8(acc, par)
+        return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
+                ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
+                ("PARAM", ins.param_addr, ins.param_addr + np_, False)]
+
+    def _fc(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
+        c = self.config
+        beat, ci, co = c.beat_bytes, self.ci, self.co
+        self._need(ins.n_out >= 1 and ins.n_in >= 1, "FC with a zero extent")
+        self._need(ins.inp_base + ins.n_in <= c.input_entries, "FC input range past the buffer")
+        last_entry = ins.acc_base + (ins.n_out - 1) // co
+        self._need(last_entry < c.acc_buffer_entries, "FC accumulator range past the buffer")
+        self._need(ins.ddr_addr % beat == 0 and ins.row_stride % beat == 0,
+                   f"FC weight address or row stride not a multiple of {beat} bytes")
+        row = ins.n_in * ci
+        x = self.inp[ins.inp_base:ins.inp_base + ins.n_in].reshape(-1).astype(np.int64)
+        w = np.empty((ins.n_out, row), np.int64)
+        for o in range(ins.n_out):
+            src = ins.ddr_addr + o * ins.row_stride
+            self._window(src, row, size, "FC weight row")
+            w[o] = ddr[src:src + row].view(np.int8)
+        s = w @ x
+        flat = self.acc[ins.acc_base:last_entry + 1].reshape(-1)
+        old = flat[:ins.n_out].astype(np.int64)
+        new = old + s if ins.accumulate else s
+        flat[:ins.n_out] = (((new + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
+        result.read_bytes += row * ins.n_out
+        return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False),
+                ("ACC", ins.acc_base, last_entry + 1, True), ("FC_PORT", 0, 1, True)]
+
+
+class GoldenDevice:
+    """The golden model behind the same register interface as the RTL and the board (target ``"ref"``).
+
+    Writing START to CTRL runs the program to completion at once; STATUS then shows DONE or ERROR. Cycle
+    counters read zero: the golden model has no timing (use the performance estimate for that).
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        The processor configuration.
+    ddr_size : int, optional
+        Bytes of DDR behind the window (default: ``config.ddr_size``).
+    check_hazards : bool
+        Whether the golden model rejects programs with cross-engine races.
+    """
+
+    def __init__(self, config: ProcessorConfig, *, ddr_size: int | None = None, check_hazards: bool = True):
+        self.config = config
+        self.model = GoldenModel(config)
+        self.ddr_phys_base = config.ddr_base
+        self.ddr_size = ddr_size or config.ddr_size
+        self.ddr = np.zeros(self.ddr_size, np.uint8)
+        self.check_hazards = check_hazards
+        self.last_result: RunResult | None = None
+        self._regs = {r: 0 for r in Reg}
+        self._regs[Reg.MAGIC] = MAGIC
+        self._regs[Reg.ISA_VERSION] = ISA_VERSION
+        self._regs[Reg.CONFIG_HASH] = config.hardware_hash_int
+        self._regs[Reg.DDR_BASE_LO] = self.ddr_phys_base & 0xFFFFFFFF
+        self._regs[Reg.DDR_BASE_HI] = self.ddr_phys_base >> 32
+        self._regs[Reg.DDR_SIZE] = self.ddr_size & 0xFFFFFFFF
+        self._events: list[tuple[int, int]] = []
+
+    def read_reg(self, offset: int) -> int:
+        """Read a 32-bit control/status register."""
+        reg = Reg(offset)
+        if reg == Reg.EVENT_ID:
+            i = self._regs[Reg.EVENT_INDEX]
+            return self._events[i][0] if i < len(self._events) else 0
+        return self._regs[reg] & 0xFFFFFFFF
+
+    def write_reg(self, offset: int, value: int) -> None:
+        """Write a 32-bit control register."""
+        reg = Reg(offset)
+        if reg == Reg.CTRL:
+            self._regs[Reg.CTRL] = value & CTRL_IRQ_EN
+            if value & CTRL_CLEAR:
+                self._regs[Reg.STATUS] &= ~(STATUS_DONE | STATUS_ERROR)
+            if value & CTRL_START and not self._regs[Reg.STATUS] & STATUS_BUSY:
+                self._start()
+        elif reg in (Reg.INSTR_ADDR, Reg.INSTR_COUNT, Reg.DDR_BASE_LO, Reg.DDR_BASE_HI, Reg.DDR_SIZE,
+                     Reg.EVENT_INDEX):
+            self._regs[reg] = value & 0xFFFFFFFF
+
+    def _start(self) -> None:
+        size = min(self._regs[Reg.DDR_SIZE] or self.ddr_size, self.ddr_size)
+        res = self.model.run(self.ddr, self._regs[Reg.INSTR_ADDR], self._regs[Reg.INSTR_COUNT],
+                             check_hazards=self.check_hazards, ddr_size=size)
+        self.last_result = res
+        self._events = res.events
+        self._regs[Reg.EVENT_COUNT] = len(res.events)
+        self._regs[Reg.PC] = res.error_pc
+        self._regs[Reg.ERROR_CODE] = int(res.error)
+        self._regs[Reg.ERROR_PC] = res.error_pc if res.error else 0
+        self._regs[Reg.STATUS] = STATUS_ERROR if res.error else STATUS_DONE
+        self._regs[Reg.MAC_BUSY_LO] = res.mac_steps & 0xFFFFFFFF
+        self._regs[Reg.MAC_BUSY_HI] = res.mac_steps >> 32
+
+    def write_ddr(self, offset: int, data) -> None:
+        """Copy bytes into DDR at a window offset."""
+        arr = np.frombuffer(bytes(data), np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+        self.ddr[offset:offset + arr.size] = arr.reshape(-1)
+
+    def read_ddr(self, offset: int, length: int) -> np.ndarray:
+        """Copy bytes out of DDR at a window offset."""
+        return self.ddr[offset:offset + length].copy()
+
+    def wait_irq(self, timeout_s: float) -> bool:
+        """The golden model finishes inside START; True when DONE or ERROR is set."""
+        return bool(self._regs[Reg.STATUS] & (STATUS_DONE | STATUS_ERROR))
+
+    def close(self) -> None:
+        """Release the DDR array."""
+        self.ddr = np.zeros(0, np.uint8)
+
+    def __enter__(self) -> GoldenDevice:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
