@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 from dlproc.processor.isa import (
     CTRL_CLEAR,
@@ -329,6 +330,7 @@ class GoldenModel:
                    ("ACC", ins.acc_base, ins.acc_base + S, True)]
         if mode == GemmMode.MAC:
             touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
+        touched.append(("FC_PORT", 0, 1, False))  # the fc module shares the input-read / acc-write ports
         if ins.finalize:
             self.out[ins.out_base:ins.out_base + S] = postprocess_int8(acc, self.par[ins.param_addr])
             touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
@@ -347,7 +349,7 @@ class GoldenModel:
         self.out[ins.out_base:ins.out_base + ins.n] = postprocess_int8(acc, par)
         return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
                 ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
-                ("PARAM", ins.param_addr, ins.param_addr + np_, False)]
+                ("PARAM", ins.param_addr, ins.param_addr + np_, False), ("FC_PORT", 0, 1, False)]
 
     def _fc(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
         c = self.config

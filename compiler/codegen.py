@@ -1,0 +1,514 @@
+"""Back end: tiles every hardware layer to the on-chip buffers and emits the instruction stream.
+
+Each hardware layer becomes a list of *steps*. A step loads an input tile (and, when they change, a weight
+chunk and a parameter entry) into one half of the double-buffered input/weight/parameter buffers, runs GEMM
+instructions on it, and stores the finished output tile from one half of the output buffer. Steps are
+software-pipelined over the two engines::
+
+    loads(0) SYNC | gemm(0) loads(1) SYNC store(0) | gemm(1) loads(2) SYNC store(1) | ...
+
+so the DMA engine moves tile t+1 (and stores tile t-1) while the conv array computes tile t. The golden model's
+hazard check verifies that no two instructions on different engines between SYNCs touch the same buffer range.
+
+Where a conv layer is tiled: :meth:`CodeGenerator.conv` (tile choice in :func:`choose_conv_tile`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dlproc.compiler.graph import Graph, Layer, Requant
+from dlproc.compiler.memory import TensorView, align
+from dlproc.processor.config import ProcessorConfig
+from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, InstructionSet, Opcode
+
+__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "END_MARK", "TilingError"]
+
+#: Layer id of the MARK recorded just before END (closes the last layer's interval).
+END_MARK = 0xFFFF
+MAX_EXTENT = (1 << EXTENT_BITS) - 1
+
+
+class TilingError(ValueError):
+    """A layer cannot be mapped onto the configuration's buffers."""
+
+
+@dataclass
+class LayerCode:
+    """What the back end did with one layer (for the compile report and the profiler)."""
+
+    index: int
+    name: str
+    op: str
+    target: str
+    instr_start: int = 0
+    instr_count: int = 0
+    macs: int = 0
+    weight_bytes: int = 0
+    param_bytes: int = 0
+    tiles: int = 0
+    tile: str = ""
+    note: str = ""
+    input_shape: tuple = ()
+    output_shape: tuple = ()
+
+
+@dataclass
+class _Step:
+    loads: list[dict] = field(default_factory=list)
+    gemms: list[dict] = field(default_factory=list)
+    stores: list[dict] = field(default_factory=list)
+
+
+def param_entry_bytes(config: ProcessorConfig, rq: Requant, lo_ch: int, n_ch: int, lanes: int | None = None) -> bytes:
+    """One parameter-buffer entry (``oc lanes`` x 4 words, word-major) for channels ``lo_ch .. lo_ch+n_ch-1``.
+
+    Lanes past ``n_ch`` get multiplier 0 and clamp [0, 0], so padded channels produce exact zeros.
+    """
+    co = config.conv_oc_lanes
+    lanes = co if lanes is None else lanes
+    words = np.zeros((4, co), np.uint32)
+    sl = slice(lo_ch, lo_ch + n_ch)
+    words[0, :n_ch] = np.asarray(rq.bias[sl], np.int64).astype(np.int32).view(np.uint32)
+    words[1, :n_ch] = np.asarray(rq.mult_pos[sl], np.int64).astype(np.int16).view(np.uint16)
+    words[2, :n_ch] = np.asarray(rq.mult_neg[sl], np.int64).astype(np.int16).view(np.uint16)
+    ctl = (np.asarray(rq.shift[sl], np.int64) & 0x3F) | ((rq.lo & 0xFF) << 8) | ((rq.hi & 0xFF) << 16)
+    words[3, :n_ch] = ctl.astype(np.uint32)
+    return words.tobytes()
+
+
+def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int], out_hw: tuple[int, int], *, inp_cap: int | None = None,
+                     wgt_cap: int | None = None, out_cap: int | None = None) -> tuple[int, int, int]:
+    """Choose ``(kc, th, tw)``: input-channel blocks per chunk and the output tile, for one conv output block.
+
+    The input tile ``kc x ih x iw`` must fit half the input buffer, ``kc * kh * kw`` weight entries half the
+    weight buffer, and ``th * tw`` outputs half the output buffer. Prefers the whole reduction in one chunk
+    (weights loaded once per output block), then the largest tile.
+    """
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    Ho, Wo = out_hw
+    inp_cap = inp_cap or config.input_entries // 2
+    wgt_cap = wgt_cap or config.weight_entries // 2
+    out_cap = out_cap or config.acc_buffer_entries // 2
+    kc_max = min(K, wgt_cap // (kh * kw), MAX_EXTENT)
+    if kc_max < 1:
+        raise TilingError(f"a {kh}x{kw} kernel needs {kh * kw} weight entries; half the weight buffer holds "
+                          f"{wgt_cap}")
+    widths = sorted({min(Wo, MAX_EXTENT)} | {max(1, -(-Wo // d)) for d in (2, 3, 4, 6, 8, 16, 32, 64)}, reverse=True)
+    want = min(Ho * Wo, 16)  # avoid degenerate tiles: rather split the reduction than compute 1 pixel per GEMM
+    best = None
+    kc = kc_max
+    while kc >= 1:
+        for tw in widths:
+            iw = (tw - 1) * sw + (kw - 1) * dw + 1
+            rows_fit = inp_cap // (kc * iw)
+            th = (rows_fit - ((kh - 1) * dh + 1)) // sh + 1 if rows_fit >= (kh - 1) * dh + 1 else 0
+            th = min(th, Ho, out_cap // tw, MAX_EXTENT)
+            if th >= 1 and (best is None or th * tw > best[1] * best[2]):
+                best = (kc, th, tw)
+        if best is not None and best[1] * best[2] >= want:
+            return best
+        kc //= 2
+    if best is None:
+        raise TilingError(f"no tile of a {kh}x{kw} conv fits the input buffer ({inp_cap} entries per half)")
+    return best
+
+
+class CodeGenerator:
+    """Emits the instruction stream and the parameter blob of one network.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        Target configuration.
+    graph : Graph
+        Quantized graph.
+    views : dict of str to TensorView
+        DDR placement of every activation tensor.
+    param_base : int
+        DDR offset where the parameter blob (weights and per-channel parameters) will be placed.
+    """
+
+    def __init__(self, config: ProcessorConfig, graph: Graph, views: dict[str, TensorView], param_base: int):
+        self.config = c = config
+        self.graph = graph
+        self.views = views
+        self.isa = InstructionSet(config)
+        self.param_base = param_base
+        self.words: list[int] = []
+        self.blob = bytearray()
+        self._blob_cache: dict[tuple, int] = {}
+        self.B, self.co, self.eb = c.channel_block, c.conv_oc_lanes, c.element_bytes
+        self.S = c.subblocks_per_output
+        self.inp_half = c.input_entries // 2
+        self.wgt_half = c.weight_entries // 2
+        self.out_half = c.acc_buffer_entries // 2
+        self.par_half = c.param_buffer_entries // 2
+        self._inp_sel = 0
+        self._out_sel = 0
+        self._wgt_sel = 1
+        self._par_sel = 1
+        self._weight_bytes = 0
+        self._param_bytes = 0
+
+    # ------------------------------------------------------------------ primitives
+    def emit(self, op: Opcode, **fields: int) -> None:
+        self.words.append(self.isa.encode(op, **fields))
+
+    def add_blob(self, data: bytes, key: tuple | None = None, *, kind: str = "weight") -> int:
+        """Append bytes to the parameter blob (deduplicated by ``key``); returns the DDR offset."""
+        if key is not None and key in self._blob_cache:
+            return self._blob_cache[key]
+        pad = align(len(self.blob), max(64, self.config.beat_bytes)) - len(self.blob)
+        self.blob.extend(b"\0" * pad)
+        off = self.param_base + len(self.blob)
+        self.blob.extend(data)
+        if kind == "weight":
+            self._weight_bytes += len(data)
+        else:
+            self._param_bytes += len(data)
+        if key is not None:
+            self._blob_cache[key] = off
+        return off
+
+    def _next_inp(self) -> int:
+        base = self._inp_sel * self.inp_half
+        self._inp_sel ^= 1
+        return base
+
+    def _next_out(self) -> int:
+        base = self._out_sel * self.out_half
+        self._out_sel ^= 1
+        return base
+
+    def _next_wgt(self) -> int:
+        self._wgt_sel ^= 1
+        return self._wgt_sel * self.wgt_half
+
+    def _next_par(self, entries: int = 1) -> int:
+        self._par_sel ^= 1
+        if entries > self.par_half:
+            raise TilingError(f"{entries} parameter entries exceed half the parameter buffer ({self.par_half})")
+        return self._par_sel * self.par_half
+
+    def _load(self, buffer: Buffer, buf_addr: int, ddr_addr: int, len0: int, n1: int = 1, s1: int = 0,
+              n2: int = 1, s2: int = 0) -> dict:
+        return dict(op=Opcode.LOAD, buffer=int(buffer), buf_addr=buf_addr, ddr_addr=ddr_addr, len0=len0,
+                    n1=n1, ddr_stride1=s1 if n1 > 1 else 0, n2=n2, ddr_stride2=s2 if n2 > 1 else 0)
+
+    def _store(self, view: TensorView, block: int, y: int, x: int, buf_addr: int, n0: int, n1: int, buf_stride1: int,
+               n2: int, sb0: int = 0) -> dict:
+        return dict(op=Opcode.STORE, buf_addr=buf_addr, ddr_addr=view.addr(block, y, x), n0=n0, n1=n1,
+                    ddr_stride1=view.row_stride if n1 > 1 else 0, buf_stride1=buf_stride1 if n1 > 1 else 0, n2=n2,
+                    ddr_stride2=view.plane_stride if n2 > 1 else 0, sb0=sb0)
+
+    def _params(self, layer: Layer, lo_ch: int, n_ch: int, uniform_key: str = "") -> int:
+        rq = layer.quant.requant
+        data = param_entry_bytes(self.config, rq, lo_ch, n_ch)
+        return self.add_blob(data, key=("par", layer.name, lo_ch, n_ch), kind="param")
+
+    def _run_steps(self, steps: list[_Step]) -> None:
+        """Software-pipelined emission (see the module docstring)."""
+        if not steps:
+            return
+        for ld in steps[0].loads:
+            self.emit(**ld)
+        self.emit(Opcode.SYNC)
+        for t, step in enumerate(steps):
+            for g in step.gemms:
+                self.emit(**g)
+            if t + 1 < len(steps):
+                for ld in steps[t + 1].loads:
+                    self.emit(**ld)
+            self.emit(Opcode.SYNC)
+            for st in step.stores:
+                self.emit(**st)
+
+    # ------------------------------------------------------------------ layers
+    def generate(self, layers: list[Layer]) -> list[LayerCode]:
+        """Emit code for the hardware layers of one segment; returns a record per layer."""
+        records = []
+        for layer in layers:
+            rec = LayerCode(index=-1, name=layer.name, op=layer.op, target="hw")
+            start = len(self.words)
+            w0, p0 = self._weight_bytes, self._param_bytes
+            handler = getattr(self, layer.op)
+            handler(layer, rec)
+            rec.instr_start, rec.instr_count = start, len(self.words) - start
+            rec.weight_bytes, rec.param_bytes = self._weight_bytes - w0, self._param_bytes - p0
+            records.append(rec)
+        return records
+
+    def conv(self, layer: Layer, rec: LayerCode) -> None:
+        """A convolution (dense, grouped or depthwise) with bias, requantization and activation."""
+        q = layer.quant
+        inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
+        B, co, S, eb = self.B, self.co, self.S, self.eb
+        OC, ICg, kh, kw = q.weight.shape
+        g = layer.attrs.get("group", 1)
+        sh, sw = layer.attrs.get("stride", (1, 1))
+        dh, dw = layer.attrs.get("dilation", (1, 1))
+        pt, pl = layer.attrs.get("pads", (0, 0, 0, 0))[:2]
+        Ho, Wo = outv.height, outv.width
+        OCg = OC // g
+        n_ob = -(-OC // co)
+        dense = np.zeros((n_ob * co, inv.blocks * B, kh, kw), np.int8)
+        for gi in range(g):
+            dense[gi * OCg:(gi + 1) * OCg, gi * ICg:(gi + 1) * ICg] = q.weight[gi * OCg:(gi + 1) * OCg]
+        rec.macs = Ho * Wo * OC * ICg * kh * kw
+        steps: list[_Step] = []
+        tiles_desc = set()
+        for ob in range(n_ob):
+            oc0, oc1 = ob * co, min(OC, ob * co + co)
+            ic_lo, ic_hi = (oc0 // OCg) * ICg, ((oc1 - 1) // OCg + 1) * ICg
+            kb0, kb1 = ic_lo // B, -(-ic_hi // B)
+            K = kb1 - kb0
+            kc, th, tw = choose_conv_tile(self.config, K, (kh, kw), (sh, sw), (dh, dw), (Ho, Wo))
+            tiles_desc.add(f"{th}x{tw}x{kc * B}")
+            chunks = [(k, min(kc, K - k)) for k in range(0, K, kc)]
+            par_off = self._params(layer, oc0, oc1 - oc0)
+            par_slot = None
+            wgt_slot = None
+            for y0 in range(0, Ho, th):
+                tht = min(th, Ho - y0)
+                for x0 in range(0, Wo, tw):
+                    twt = min(tw, Wo - x0)
+                    ih, iw = (tht - 1) * sh + (kh - 1) * dh + 1, (twt - 1) * sw + (kw - 1) * dw + 1
+                    out_base = None
+                    for ci, (k0, kn) in enumerate(chunks):
+                        step = _Step()
+                        inp_base = self._next_inp()
+                        step.loads.append(self._load(Buffer.INPUT, inp_base, inv.addr(kb0 + k0, y0 * sh - pt,
+                                                                                       x0 * sw - pl),
+                                                     iw * B * eb, ih, inv.row_stride, kn, inv.plane_stride))
+                        if len(chunks) > 1 or wgt_slot is None:
+                            wkey = ("w", layer.name, ob, k0, kn)
+                            blk = dense[oc0:oc0 + co, (kb0 + k0) * B:(kb0 + k0 + kn) * B]
+                            blk = blk.reshape(co, kn, B, kh, kw).transpose(1, 3, 4, 0, 2)
+                            woff = self.add_blob(np.ascontiguousarray(blk).tobytes(), key=wkey)
+                            wgt_slot = self._next_wgt()
+                            step.loads.append(self._load(Buffer.WEIGHT, wgt_slot, woff,
+                                                         kn * kh * kw * self.config.weight_entry_bytes))
+                        if par_slot is None:
+                            par_slot = self._next_par()
+                            step.loads.append(self._load(Buffer.PARAM, par_slot, par_off,
+                                                         self.config.param_entry_bytes))
+                        last = ci == len(chunks) - 1
+                        if last:
+                            out_base = self._next_out()
+                        step.gemms.append(dict(op=Opcode.GEMM, mode=int(GemmMode.MAC), overwrite=int(ci == 0),
+                                               finalize=int(last), acc_base=0, out_base=out_base or 0,
+                                               inp_base=inp_base, wgt_base=wgt_slot, param_addr=par_slot,
+                                               r0=kn, r1=kh, r2=kw, s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw,
+                                               ri2=dw, si0=sh * iw, si1=sw))
+                        if last:
+                            nsb = min(S, outv.blocks - ob * S)
+                            step.stores.append(self._store(outv, ob * S, y0, x0, out_base, twt, tht, twt, nsb))
+                        steps.append(step)
+        rec.tiles = len(steps)
+        rec.tile = ", ".join(sorted(tiles_desc))
+        self._run_steps(steps)
+
+    def _pool(self, layer: Layer, rec: LayerCode, mode: GemmMode) -> None:
+        inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
+        B, eb = self.B, self.eb
+        kh, kw = layer.attrs["kernel"]
+        sh, sw = layer.attrs.get("stride", (1, 1))
+        pt, pl = layer.attrs.get("pads", (0, 0, 0, 0))[:2]
+        Ho, Wo = outv.height, outv.width
+        _, th, tw = choose_conv_tile(self.config, 1, (kh, kw), (sh, sw), (1, 1), (Ho, Wo), wgt_cap=1 << 30)
+        imm = layer.quant.input_mults[0] if mode == GemmMode.SUM else 0
+        steps = []
+        for cb in range(inv.blocks):
+            par_off = self._params(layer, cb * B, min(B, inv.channels - cb * B))
+            par_slot = None
+            for y0 in range(0, Ho, th):
+                tht = min(th, Ho - y0)
+                for x0 in range(0, Wo, tw):
+                    twt = min(tw, Wo - x0)
+                    ih, iw = (tht - 1) * sh + kh, (twt - 1) * sw + kw
+                    step = _Step()
+                    inp_base = self._next_inp()
+                    step.loads.append(self._load(Buffer.INPUT, inp_base, inv.addr(cb, y0 * sh - pt, x0 * sw - pl),
+                                                 iw * B * eb, ih, inv.row_stride))
+                    if par_slot is None:
+                        par_slot = self._next_par()
+                        step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
+                    out_base = self._next_out()
+                    step.gemms.append(dict(op=Opcode.GEMM, mode=int(mode), overwrite=1, finalize=1, acc_base=0,
+                                           out_base=out_base, inp_base=inp_base, wgt_base=0, param_addr=par_slot,
+                                           r0=1, r1=kh, r2=kw, s0=tht, s1=twt, ri0=0, ri1=iw, ri2=1,
+                                           si0=sh * iw, si1=sw, imm=imm))
+                    step.stores.append(self._store(outv, cb, y0, x0, out_base, twt, tht, twt, 1))
+                    steps.append(step)
+        rec.tiles = len(steps)
+        rec.tile = f"{th}x{tw}x{B}"
+        self._run_steps(steps)
+
+    def maxpool(self, layer: Layer, rec: LayerCode) -> None:
+        """Max pooling on the conv array in MAX mode (one channel block per instruction)."""
+        self._pool(layer, rec, GemmMode.MAX)
+
+    def avgpool(self, layer: Layer, rec: LayerCode) -> None:
+        """Average pooling: SUM mode, the 1/window factor folded into the requantization."""
+        self._pool(layer, rec, GemmMode.SUM)
+
+    def gap(self, layer: Layer, rec: LayerCode) -> None:
+        """Global average pooling: SUM over the whole plane, several channel blocks per instruction."""
+        inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
+        B, eb = self.B, self.eb
+        H, W = inv.height, inv.width
+        rows = min(H, self.inp_half // W, MAX_EXTENT)
+        if rows < 1 or W > MAX_EXTENT:
+            raise TilingError(f"a {W}-pixel row does not fit the input buffer for global pooling")
+        kc = max(1, min(self.inp_half // (rows * W), self.out_half, MAX_EXTENT)) if rows == H else 1
+        imm = layer.quant.input_mults[0]
+        steps = []
+        for cb0 in range(0, inv.blocks, kc):
+            kn = min(kc, inv.blocks - cb0)
+            out_base = None
+            par_slot = None
+            # per-block parameters differ only if the requantization is per channel; use one entry per block chunk
+            par_off = self._params(layer, cb0 * B, min(B, inv.channels - cb0 * B))
+            for r0 in range(0, H, rows):
+                rn = min(rows, H - r0)
+                step = _Step()
+                inp_base = self._next_inp()
+                step.loads.append(self._load(Buffer.INPUT, inp_base, inv.addr(cb0, r0, 0), W * B * eb, rn,
+                                             inv.row_stride, kn, inv.plane_stride))
+                if par_slot is None:
+                    par_slot = self._next_par()
+                    step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
+                last = r0 + rn >= H
+                if last:
+                    out_base = self._next_out()
+                step.gemms.append(dict(op=Opcode.GEMM, mode=int(GemmMode.SUM), overwrite=int(r0 == 0),
+                                       finalize=int(last), acc_base=0, out_base=out_base or 0, inp_base=inp_base,
+                                       wgt_base=0, param_addr=par_slot, r0=1, r1=rn, r2=W, s0=1, s1=kn, ri0=0,
+                                       ri1=W, ri2=1, si0=0, si1=rn * W, imm=imm))
+                if last:
+                    step.stores.append(dict(op=Opcode.STORE, buf_addr=out_base, ddr_addr=outv.addr(cb0, 0, 0), n0=1,
+                                            n1=kn, ddr_stride1=outv.plane_stride if kn > 1 else 0,
+                                            buf_stride1=1 if kn > 1 else 0, n2=1, ddr_stride2=0, sb0=0))
+                steps.append(step)
+        rec.tiles = len(steps)
+        rec.tile = f"{rows}x{W}x{kc * B}"
+        self._run_steps(steps)
+
+    def add(self, layer: Layer, rec: LayerCode) -> None:
+        """Residual add: two SUM-mode passes (scaled by each input's multiplier) and requantization."""
+        av, bv = self.views[layer.inputs[0]], self.views[layer.inputs[1]]
+        outv = self.views[layer.output]
+        B, eb = self.B, self.eb
+        H, W = outv.height, outv.width
+        ma, mb = layer.quant.input_mults
+        th = max(1, min(H, self.inp_half // (2 * W), self.out_half // W, MAX_EXTENT // W))
+        if 2 * th * W > self.inp_half or th * W > MAX_EXTENT:
+            raise TilingError(f"a {W}-pixel row does not fit the buffers for an elementwise add")
+        kc = max(1, min(self.inp_half // (2 * th * W), self.out_half // (th * W), MAX_EXTENT)) if th == H else 1
+        steps = []
+        par_cache: dict[int, int] = {}
+        for cb0 in range(0, outv.blocks, kc):
+            kn = min(kc, outv.blocks - cb0)
+            for y0 in range(0, H, th):
+                tht = min(th, H - y0)
+                n = tht * W
+                step = _Step()
+                base = self._next_inp()
+                step.loads.append(self._load(Buffer.INPUT, base, av.addr(cb0, y0, 0), W * B * eb, tht, av.row_stride,
+                                             kn, av.plane_stride))
+                step.loads.append(self._load(Buffer.INPUT, base + kn * n, bv.addr(cb0, y0, 0), W * B * eb, tht,
+                                             bv.row_stride, kn, bv.plane_stride))
+                par_off = self._params(layer, 0, min(B, outv.channels))
+                par_slot = self._next_par()
+                par_cache[cb0] = par_slot
+                step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
+                out_base = self._next_out()
+                common = dict(op=Opcode.GEMM, mode=int(GemmMode.SUM), acc_base=0, out_base=out_base, wgt_base=0,
+                              param_addr=par_slot, r0=1, r1=1, r2=1, s0=kn, s1=n, ri0=0, ri1=0, ri2=0, si0=n, si1=1)
+                step.gemms.append(dict(common, overwrite=1, finalize=0, inp_base=base, imm=ma))
+                step.gemms.append(dict(common, overwrite=0, finalize=1, inp_base=base + kn * n, imm=mb))
+                for k in range(kn):
+                    step.stores.append(self._store(outv, cb0 + k, y0, 0, out_base + k * n, W, tht, W, 1))
+                steps.append(step)
+        rec.tiles = len(steps)
+        rec.tile = f"{th}x{W}x{kc * B}"
+        self._run_steps(steps)
+
+    def concat(self, layer: Layer, rec: LayerCode) -> None:
+        """Channel concatenation costs nothing: its inputs were written into the concat's region."""
+        rec.note = "zero-copy (inputs written in place)"
+
+    def fc(self, layer: Layer, rec: LayerCode) -> None:
+        """Fully connected layer on the fc module: weight rows streamed from DDR."""
+        q = layer.quant
+        inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
+        B, co, S, eb = self.B, self.co, self.S, self.eb
+        C, H, W = inv.channels, inv.height, inv.width
+        n_out, n_in_feat = q.weight.shape
+        if n_in_feat != C * H * W:
+            raise TilingError(f"fc weight has {n_in_feat} inputs but its input tensor has {C}x{H}x{W}")
+        rec.macs = n_out * n_in_feat
+        plane = H * W
+        n_in = inv.blocks * plane
+        # weight columns reordered to the blocked layout [cb][y][x][b]; padded channels get zero weight
+        wpad = np.zeros((n_out, inv.blocks * B, H, W), np.int8)
+        wpad[:, :C] = q.weight.reshape(n_out, C, H, W)
+        whw = wpad.reshape(n_out, inv.blocks, B, H, W).transpose(0, 1, 3, 4, 2).reshape(n_out, n_in * B)
+        row_stride = n_in * B * eb
+        wbase = self.add_blob(np.ascontiguousarray(whw).tobytes(), key=("fc", layer.name))
+        cbs_per_chunk = self.inp_half // plane
+        if cbs_per_chunk < 1:
+            raise TilingError(f"one channel block of the fc input ({plane} pixels) exceeds half the input buffer")
+        chunks = [(cb, min(cbs_per_chunk, inv.blocks - cb)) for cb in range(0, inv.blocks, cbs_per_chunk)]
+        group = co * self.par_half
+        self.emit(Opcode.SYNC)
+        single = len(chunks) == 1
+        if single:
+            self._emit_fc_input(inv, chunks[0], 0)
+        tiles = 0
+        for o0 in range(0, n_out, group):
+            g = min(group, n_out - o0)
+            entries = -(-g // co)
+            par_slot = self._next_par(entries)
+            data = b"".join(param_entry_bytes(self.config, q.requant, o0 + e * co, min(co, g - e * co))
+                            for e in range(entries))
+            par_off = self.add_blob(data, key=("fcpar", layer.name, o0), kind="param")
+            self.emit(Opcode.LOAD, buffer=int(Buffer.PARAM), buf_addr=par_slot, ddr_addr=par_off,
+                      len0=entries * self.config.param_entry_bytes, n1=1, n2=1)
+            for i, (cb0, kn) in enumerate(chunks):
+                if not single:
+                    self._emit_fc_input(inv, (cb0, kn), 0)
+                self.emit(Opcode.FC, accumulate=int(i > 0), ddr_addr=wbase + o0 * row_stride + cb0 * plane * B * eb,
+                          row_stride=row_stride, n_out=g, n_in=kn * plane, inp_base=0, acc_base=0)
+                tiles += 1
+            self.emit(Opcode.SYNC)
+            out_base = self._next_out()
+            self.emit(Opcode.POST, acc_base=0, out_base=out_base, n=entries, param_addr=par_slot, param_inc=1)
+            self.emit(Opcode.SYNC)
+            blk0 = o0 // B
+            valid_blocks = -(-g // B)
+            full, rest = divmod(valid_blocks, S)
+            if full:
+                self.emit(Opcode.STORE, buf_addr=out_base, ddr_addr=outv.addr(blk0, 0, 0), n0=1, n1=full,
+                          ddr_stride1=S * outv.plane_stride if full > 1 else 0, buf_stride1=1 if full > 1 else 0,
+                          n2=S, ddr_stride2=outv.plane_stride if S > 1 else 0, sb0=0)
+            if rest:
+                self.emit(Opcode.STORE, buf_addr=out_base + full, ddr_addr=outv.addr(blk0 + full * S, 0, 0), n0=1,
+                          n1=1, ddr_stride1=0, buf_stride1=0, n2=rest, ddr_stride2=outv.plane_stride if rest > 1 else 0,
+                          sb0=0)
+        rec.tiles = tiles
+        rec.tile = f"{min(group, n_out)} outputs x {min(cbs_per_chunk, inv.blocks) * B * plane} inputs"
+
+    def _emit_fc_input(self, inv: TensorView, chunk: tuple[int, int], base: int) -> None:
+        cb0, kn = chunk
+        B, eb = self.B, self.eb
+        self.emit(Opcode.LOAD, buffer=int(Buffer.INPUT), buf_addr=base, ddr_addr=inv.addr(cb0, 0, 0),
+                  len0=inv.width * B * eb, n1=inv.height, ddr_stride1=inv.row_stride if inv.height > 1 else 0,
+                  n2=kn, ddr_stride2=inv.plane_stride if kn > 1 else 0)
+
