@@ -81,12 +81,14 @@ def param_entry_bytes(config: ProcessorConfig, rq: Requant, lo_ch: int, n_ch: in
 
 def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], stride: tuple[int, int],
                      dilation: tuple[int, int], out_hw: tuple[int, int], *, inp_cap: int | None = None,
-                     wgt_cap: int | None = None, out_cap: int | None = None) -> tuple[int, int, int]:
-    """Choose ``(kc, th, tw)``: input-channel blocks per chunk and the output tile, for one conv output block.
+                     wgt_cap: int | None = None, out_cap: int | None = None) -> tuple[int, int, int, int]:
+    """Choose ``(kc, kr, th, tw)`` for one conv output block.
 
-    The input tile ``kc x ih x iw`` must fit half the input buffer, ``kc * kh * kw`` weight entries half the
+    ``kc`` input-channel blocks and ``kr`` kernel rows form one reduction chunk; ``th x tw`` is the output tile.
+    The input tile ``kc x ih x iw`` must fit half the input buffer, ``kc * kr * kw`` weight entries half the
     weight buffer, and ``th * tw`` outputs half the output buffer. Prefers the whole reduction in one chunk
-    (weights loaded once per output block), then the largest tile.
+    (weights loaded once per output block), then the largest tile. Kernels larger than half the weight
+    buffer are split by rows (``kr < kh``).
     """
     kh, kw = kernel
     sh, sw = stride
@@ -95,10 +97,12 @@ def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], s
     inp_cap = inp_cap or config.input_entries // 2
     wgt_cap = wgt_cap or config.weight_entries // 2
     out_cap = out_cap or config.acc_buffer_entries // 2
-    kc_max = min(K, wgt_cap // (kh * kw), MAX_EXTENT)
-    if kc_max < 1:
-        raise TilingError(f"a {kh}x{kw} kernel needs {kh * kw} weight entries; half the weight buffer holds "
+    kr = kh if kh * kw <= wgt_cap else wgt_cap // kw
+    if kr < 1:
+        raise TilingError(f"one row of a {kh}x{kw} kernel needs {kw} weight entries; half the weight buffer holds "
                           f"{wgt_cap}")
+    kh = kr
+    kc_max = min(K, wgt_cap // (kh * kw), MAX_EXTENT)
     widths = sorted({min(Wo, MAX_EXTENT)} | {max(1, -(-Wo // d)) for d in (2, 3, 4, 6, 8, 16, 32, 64)}, reverse=True)
     want = min(Ho * Wo, 16)  # avoid degenerate tiles: rather split the reduction than compute 1 pixel per GEMM
     best = None
@@ -112,11 +116,11 @@ def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], s
             if th >= 1 and (best is None or th * tw > best[1] * best[2]):
                 best = (kc, th, tw)
         if best is not None and best[1] * best[2] >= want:
-            return best
+            break
         kc //= 2
     if best is None:
         raise TilingError(f"no tile of a {kh}x{kw} conv fits the input buffer ({inp_cap} entries per half)")
-    return best
+    return best[0], kr, best[1], best[2]
 
 
 class CodeGenerator:
@@ -268,9 +272,9 @@ class CodeGenerator:
             ic_lo, ic_hi = (oc0 // OCg) * ICg, ((oc1 - 1) // OCg + 1) * ICg
             kb0, kb1 = ic_lo // B, -(-ic_hi // B)
             K = kb1 - kb0
-            kc, th, tw = choose_conv_tile(self.config, K, (kh, kw), (sh, sw), (dh, dw), (Ho, Wo))
-            tiles_desc.add(f"{th}x{tw}x{kc * B}")
-            chunks = [(k, min(kc, K - k)) for k in range(0, K, kc)]
+            kc, kr, th, tw = choose_conv_tile(self.config, K, (kh, kw), (sh, sw), (dh, dw), (Ho, Wo))
+            tiles_desc.add(f"{th}x{tw}x{kc * B}" + (f" ({kr} kernel rows)" if kr < kh else ""))
+            chunks = [(k, min(kc, K - k), r, min(kr, kh - r)) for k in range(0, K, kc) for r in range(0, kh, kr)]
             par_off = self._params(layer, oc0, oc1 - oc0)
             par_slot = None
             wgt_slot = None
@@ -278,22 +282,23 @@ class CodeGenerator:
                 tht = min(th, Ho - y0)
                 for x0 in range(0, Wo, tw):
                     twt = min(tw, Wo - x0)
-                    ih, iw = (tht - 1) * sh + (kh - 1) * dh + 1, (twt - 1) * sw + (kw - 1) * dw + 1
+                    iw = (twt - 1) * sw + (kw - 1) * dw + 1
                     out_base = None
-                    for ci, (k0, kn) in enumerate(chunks):
+                    for ci, (k0, kn, ky0, kyn) in enumerate(chunks):
+                        ih = (tht - 1) * sh + (kyn - 1) * dh + 1
                         step = _Step()
                         inp_base = self._next_inp()
-                        step.loads.append(self._load(Buffer.INPUT, inp_base, inv.addr(kb0 + k0, y0 * sh - pt,
-                                                                                       x0 * sw - pl),
+                        step.loads.append(self._load(Buffer.INPUT, inp_base,
+                                                     inv.addr(kb0 + k0, y0 * sh - pt + ky0 * dh, x0 * sw - pl),
                                                      iw * B * eb, ih, inv.row_stride, kn, inv.plane_stride))
                         if len(chunks) > 1 or wgt_slot is None:
-                            wkey = ("w", layer.name, ob, k0, kn)
-                            blk = dense[oc0:oc0 + co, (kb0 + k0) * B:(kb0 + k0 + kn) * B]
-                            blk = blk.reshape(co, kn, B, kh, kw).transpose(1, 3, 4, 0, 2)
+                            wkey = ("w", layer.name, ob, k0, kn, ky0, kyn)
+                            blk = dense[oc0:oc0 + co, (kb0 + k0) * B:(kb0 + k0 + kn) * B, ky0:ky0 + kyn]
+                            blk = blk.reshape(co, kn, B, kyn, kw).transpose(1, 3, 4, 0, 2)
                             woff = self.add_blob(np.ascontiguousarray(blk).tobytes(), key=wkey)
                             wgt_slot = self._next_wgt()
                             step.loads.append(self._load(Buffer.WEIGHT, wgt_slot, woff,
-                                                         kn * kh * kw * self.config.weight_entry_bytes))
+                                                         kn * kyn * kw * self.config.weight_entry_bytes))
                         if par_slot is None:
                             par_slot = self._next_par()
                             step.loads.append(self._load(Buffer.PARAM, par_slot, par_off,
@@ -304,7 +309,7 @@ class CodeGenerator:
                         step.gemms.append(dict(op=Opcode.GEMM, mode=int(GemmMode.MAC), overwrite=int(ci == 0),
                                                finalize=int(last), acc_base=0, out_base=out_base or 0,
                                                inp_base=inp_base, wgt_base=wgt_slot, param_addr=par_slot,
-                                               r0=kn, r1=kh, r2=kw, s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw,
+                                               r0=kn, r1=kyn, r2=kw, s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw,
                                                ri2=dw, si0=sh * iw, si1=sw))
                         if last:
                             nsb = min(S, outv.blocks - ob * S)
@@ -321,7 +326,7 @@ class CodeGenerator:
         sh, sw = layer.attrs.get("stride", (1, 1))
         pt, pl = layer.attrs.get("pads", (0, 0, 0, 0))[:2]
         Ho, Wo = outv.height, outv.width
-        _, th, tw = choose_conv_tile(self.config, 1, (kh, kw), (sh, sw), (1, 1), (Ho, Wo), wgt_cap=1 << 30)
+        _, _, th, tw = choose_conv_tile(self.config, 1, (kh, kw), (sh, sw), (1, 1), (Ho, Wo), wgt_cap=1 << 30)
         imm = layer.quant.input_mults[0] if mode == GemmMode.SUM else 0
         steps = []
         for cb in range(inv.blocks):
