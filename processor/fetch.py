@@ -1,0 +1,258 @@
+"""Instruction fetch: reads the program from DDR in bursts into a small prefetch FIFO.
+
+The fetch unit requests instructions ``INSTR_ADDR / 32 + [0, INSTR_COUNT)`` of the DDR window in INCR bursts of up
+to :attr:`FetchUnit.burst_instructions` instructions (never crossing a 4 KiB boundary, never past
+``INSTR_COUNT``), and only when the FIFO has room for the whole burst, so the R channel is never back-pressured by
+instruction fetch. Each FIFO entry is one instruction word plus a fault code:
+
+* an instruction whose 32 bytes are not inside the window ``[0, DDR_SIZE)`` is never read; the fetch unit queues
+  a ``DDR_WINDOW`` entry in its place (after every earlier instruction) and stops. The dispatcher reports it only
+  when that instruction is due, so ``ERROR_PC`` is the golden model's.
+* an instruction read with SLVERR or DECERR on any of its beats is queued with ``AXI_READ_ERROR``.
+
+A START flushes the FIFO; read data of bursts issued before it (a previous, stopped run) is drained and dropped
+before the first new request, so a run never sees a stale word.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .axi import RESP_OKAY
+from .checker import ERROR_CODE_SHAPE
+from .config import INSTRUCTION_BYTES, ProcessorConfig
+from .isa import INSTRUCTION_BITS, ErrorCode
+
+__all__ = ["FetchUnit", "FetchedLayout", "ReadRequestLayout", "ReadBeatLayout"]
+
+
+class FetchedLayout(data.StructLayout):
+    """A fetched instruction: the word and the fault that replaces it (``ErrorCode.NONE`` when fetched fine)."""
+
+    def __init__(self):
+        super().__init__({"word": unsigned(INSTRUCTION_BITS), "fault": ERROR_CODE_SHAPE})
+
+
+class ReadRequestLayout(data.StructLayout):
+    """An AXI read burst request: physical address, ``len`` (beats - 1) and the AXI ID.
+
+    Parameters
+    ----------
+    addr_width : int
+        Width of the physical address.
+    id_width : int
+        Width of the AXI ID.
+    """
+
+    def __init__(self, addr_width: int, id_width: int):
+        super().__init__({"addr": unsigned(addr_width), "len": unsigned(8), "id": unsigned(id_width)})
+
+
+class ReadBeatLayout(data.StructLayout):
+    """One AXI read data beat as routed to a reader: data, response and last flag.
+
+    Parameters
+    ----------
+    data_width : int
+        Width of the AXI data bus.
+    """
+
+    def __init__(self, data_width: int):
+        super().__init__({"data": unsigned(data_width), "resp": unsigned(2), "last": unsigned(1)})
+
+
+class FetchUnit(wiring.Component):
+    """Prefetches the program into a FIFO of instruction words.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        Supplies the AXI widths.
+    depth : int
+        FIFO depth in instructions (power of two, at least ``2 * burst_instructions`` for streaming).
+    burst_instructions : int
+        Instructions per read burst (at most 256 beats).
+    fetch_id : int
+        AXI ID of the fetch bursts.
+    id_width : int
+        Width of the AXI ID.
+
+    Members
+    -------
+    start : In(1)
+        Begin a run: flush the FIFO and fetch from ``instr_addr`` (low 5 bits ignored).
+    active : In(1)
+        High while the run goes on; when low no new burst is requested.
+    instr_addr, instr_count : In(32)
+        Program location (byte offset in the window) and length, sampled at ``start``.
+    ddr_base : In(64)
+        Physical base of the window, sampled at ``start``.
+    ddr_size : In(33)
+        Window size in bytes, sampled at ``start``.
+    instr : Out(stream.Signature(FetchedLayout()))
+        The instructions in program order.
+    ar : Out(stream.Signature(ReadRequestLayout))
+        Read burst requests.
+    r : In(stream.Signature(ReadBeatLayout))
+        The read data beats of this unit's ID (always accepted).
+    """
+
+    def __init__(self, *, config: ProcessorConfig, depth: int = 8, burst_instructions: int = 4, fetch_id: int = 0,
+                 id_width: int = 4):
+        if not isinstance(config, ProcessorConfig):
+            raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
+        if config.axi_data_width > INSTRUCTION_BITS:
+            raise NotImplementedError(f"instruction fetch over a {config.axi_data_width}-bit AXI bus (wider than an "
+                                      f"instruction) is not implemented; use axi_data_width <= {INSTRUCTION_BITS}")
+        beats = INSTRUCTION_BITS // config.axi_data_width
+        if not isinstance(burst_instructions, int) or not 1 <= burst_instructions * beats <= 256:
+            raise ValueError(f"burst_instructions must make a burst of 1 to 256 beats, not {burst_instructions!r}")
+        if not isinstance(depth, int) or depth < burst_instructions:
+            raise ValueError(f"depth must be an integer >= burst_instructions ({burst_instructions}), not {depth!r}")
+        self._config = config
+        self._depth = depth
+        self._burst = burst_instructions
+        self._fetch_id = fetch_id
+        super().__init__({
+            "start": In(1), "active": In(1),
+            "instr_addr": In(32), "instr_count": In(32), "ddr_base": In(64), "ddr_size": In(33),
+            "instr": Out(stream.Signature(FetchedLayout())),
+            "ar": Out(stream.Signature(ReadRequestLayout(config.axi_addr_width, id_width))),
+            "r": In(stream.Signature(ReadBeatLayout(config.axi_data_width))),
+        })
+
+    @property
+    def burst_instructions(self) -> int:
+        """Instructions per read burst."""
+        return self._burst
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        dw = cfg.axi_data_width
+        beats_per_instr = INSTRUCTION_BITS // dw
+        burst = self._burst
+
+        m.submodules.fifo = fifo = ResetInserter(self.start)(
+            SyncFIFOBuffered(width=len(self.instr.payload.as_value()), depth=self._depth))
+        m.d.comb += [self.instr.valid.eq(fifo.r_rdy), self.instr.payload.eq(fifo.r_data), fifo.r_en.eq(self.instr.ready)]
+
+        # Run parameters, sampled at START.
+        base = Signal(64)
+        size = Signal(33)
+        count = Signal(32)
+        next_off = Signal(32 + 6 + 1)        # window offset of the next instruction to request
+        next_pc = Signal(32)                  # its index
+        in_flight = Signal(range(self._depth + 1))  # instructions requested and not yet received
+
+        # ------------------------------------------------------------------ burst planning
+        remaining = Signal(32)
+        in_window = Signal(32 + 6)
+        to_4k = Signal(range(4096 // INSTRUCTION_BYTES + 1))
+        plan = Signal(range(burst + 1))
+        space_ok = Signal()
+        phys_low = Signal(12)
+        m.d.comb += [
+            remaining.eq(count - next_pc),
+            in_window.eq(Mux(size > next_off, (size - next_off) >> 5, 0)),
+            phys_low.eq(base[:12] + next_off[:12]),
+            to_4k.eq((4096 - phys_low) >> 5),
+        ]
+        limited = Const(burst, range(burst + 1))
+        for bound in (remaining, in_window, to_4k):
+            limited = Mux(bound < limited, bound, limited)
+        m.d.comb += [plan.eq(limited), space_ok.eq(fifo.level + in_flight + plan <= self._depth)]
+
+        req_addr = Signal.like(self.ar.payload.addr)
+        req_instrs = Signal(range(burst + 1))
+        m.d.comb += [self.ar.payload.addr.eq(req_addr),
+                     self.ar.payload.len.eq(req_instrs * beats_per_instr - 1),
+                     self.ar.payload.id.eq(self._fetch_id)]
+
+        # ------------------------------------------------------------------ read data: assemble words
+        assembly = Signal(INSTRUCTION_BITS)
+        beat_index = Signal(range(beats_per_instr))
+        beat_error = Signal()
+        word_done = Signal()
+        word = Signal(INSTRUCTION_BITS)
+        word_error = Signal()
+        push = Signal()      # whether assembled words go into the FIFO (only in the current run)
+        m.d.comb += self.r.ready.eq(1)
+        if beats_per_instr == 1:
+            m.d.comb += word.eq(self.r.payload.data)
+        else:
+            m.d.comb += word.eq(Cat(assembly[dw:], self.r.payload.data))
+        m.d.comb += [word_error.eq(beat_error | (self.r.payload.resp != RESP_OKAY)),
+                     word_done.eq(self.r.valid & (beat_index == beats_per_instr - 1))]
+        with m.If(self.r.valid):
+            m.d.sync += assembly.eq(word)
+            with m.If(word_done):
+                m.d.sync += [beat_index.eq(0), beat_error.eq(0)]
+            with m.Else():
+                m.d.sync += [beat_index.eq(beat_index + 1), beat_error.eq(word_error)]
+
+        fault_push = Signal()
+        m.d.comb += fifo.w_en.eq((word_done & push) | fault_push)
+        with m.If(fault_push):
+            m.d.comb += fifo.w_data.eq(Cat(Const(0, INSTRUCTION_BITS), Const(ErrorCode.DDR_WINDOW, ERROR_CODE_SHAPE)))
+        with m.Else():
+            m.d.comb += fifo.w_data.eq(Cat(word, Mux(word_error, ErrorCode.AXI_READ_ERROR, ErrorCode.NONE)))
+
+        issued = Signal()
+        m.d.comb += issued.eq(self.ar.valid & self.ar.ready)
+        m.d.sync += in_flight.eq(in_flight + Mux(issued, req_instrs, 0) - word_done)
+
+        # ------------------------------------------------------------------ control
+        def on_start():
+            # START wins over every state (the FIFO is flushed by it as well).
+            with m.If(self.start):
+                m.d.sync += [base.eq(self.ddr_base), size.eq(self.ddr_size), count.eq(self.instr_count),
+                             next_off.eq(self.instr_addr & ~(INSTRUCTION_BYTES - 1)), next_pc.eq(0)]
+                m.next = "DRAIN"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                on_start()
+            with m.State("DRAIN"):
+                # Bursts of an earlier run may still be answered: drop their data first.
+                with m.If(in_flight == 0):
+                    m.next = "PLAN"
+                on_start()
+            with m.State("PLAN"):
+                m.d.comb += push.eq(1)
+                with m.If(~self.active):
+                    m.next = "IDLE"
+                with m.Elif(word_done & word_error):
+                    m.next = "STOPPED"
+                with m.Elif(remaining == 0):
+                    pass
+                with m.Elif(in_window == 0):
+                    # The next instruction lies outside the window: queue the fault after everything requested.
+                    with m.If((in_flight == 0) & fifo.w_rdy):
+                        m.d.comb += fault_push.eq(1)
+                        m.next = "STOPPED"
+                with m.Elif(space_ok):
+                    m.d.sync += [req_addr.eq(base + next_off), req_instrs.eq(plan)]
+                    m.next = "ISSUE"
+                on_start()
+            with m.State("ISSUE"):
+                # A request stays valid until accepted (AXI rule), even when the run has stopped meanwhile.
+                m.d.comb += [push.eq(1), self.ar.valid.eq(1)]
+                with m.If(self.ar.ready):
+                    m.d.sync += [next_off.eq(next_off + req_instrs * INSTRUCTION_BYTES),
+                                 next_pc.eq(next_pc + req_instrs)]
+                    m.next = "PLAN"
+                with m.If(word_done & word_error):
+                    m.next = "ISSUE_THEN_STOP"
+                    with m.If(self.ar.ready):
+                        m.next = "STOPPED"
+            with m.State("ISSUE_THEN_STOP"):
+                m.d.comb += self.ar.valid.eq(1)
+                with m.If(self.ar.ready):
+                    m.next = "STOPPED"
+            with m.State("STOPPED"):
+                with m.If(~self.active):
+                    m.next = "IDLE"
+                on_start()
+        return m
