@@ -346,9 +346,10 @@ class VerilatorDevice:
         Parameters
         ----------
         read_latency : int
-            Cycles from the AR handshake until the first read beat may be returned (default 24).
+            Cycles from the AR handshake until RVALID of the first beat may rise, at least 1 (the next cycle);
+            default 24.
         write_latency : int
-            Cycles from the last W beat until the B response may be returned (default 8).
+            Cycles from the last W beat's handshake until BVALID may rise, at least 1; default 8.
         beats_per_cycle : float, Fraction or (num, den)
             Bandwidth limit per direction, in beats per cycle, at most 1 (default 1).
         max_outstanding : int
@@ -367,7 +368,7 @@ class VerilatorDevice:
         ok = self._lib.dl_set_ddr_timing(self._h, timing["read_latency"], timing["write_latency"], rate.numerator,
                                          rate.denominator, timing["max_outstanding"])
         if ok != 0:
-            raise ValueError(f"invalid DDR timing {timing}: latencies must be >= 0, 0 < beats_per_cycle <= 1, "
+            raise ValueError(f"invalid DDR timing {timing}: latencies must be >= 1, 0 < beats_per_cycle <= 1, "
                              "max_outstanding >= 1")
         self._timing = timing
 

@@ -443,7 +443,7 @@ void Sim::sample() {
 
 void Sim::update() {
     if (ar_hs) {
-        ar_req.ready_at = cycle + static_cast<uint64_t>(std::max(read_latency, 0));
+        ar_req.ready_at = cycle + static_cast<uint64_t>(read_latency);
         rd_pending.push_back(ar_req);
         ++rd_bursts;
     }
@@ -467,7 +467,7 @@ void Sim::update() {
         ++wr_beats;
         wr_credit -= bw_den;
         if (last) {  // the burst ends after AWLEN + 1 beats whatever WLAST said
-            wr_resp.push_back({b.id, b.resp, cycle + static_cast<uint64_t>(std::max(write_latency, 0))});
+            wr_resp.push_back({b.id, b.resp, cycle + static_cast<uint64_t>(write_latency)});
             wr_pending.pop_front();
         }
     }
@@ -577,9 +577,12 @@ DL_API void dl_destroy(void* h) { delete sim(h); }
 
 DL_API void dl_reset(void* h, int cycles) { sim(h)->reset(cycles); }
 
+// Latencies count cycles from the handshake edge (AR, last W beat) to the first cycle RVALID/BVALID may be high:
+// 1 means the very next cycle. Bandwidth: at most num/den beats per cycle and direction (num <= den).
+// Returns -1 (and changes nothing) on invalid values.
 DL_API int dl_set_ddr_timing(void* h, int read_latency, int write_latency, int beats_per_cycle_num,
                              int beats_per_cycle_den, int max_outstanding) {
-    if (read_latency < 0 || write_latency < 0 || beats_per_cycle_num < 1 || beats_per_cycle_den < 1 ||
+    if (read_latency < 1 || write_latency < 1 || beats_per_cycle_num < 1 || beats_per_cycle_den < 1 ||
         beats_per_cycle_num > beats_per_cycle_den || max_outstanding < 1)
         return -1;
     Sim* s = sim(h);
