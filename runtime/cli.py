@@ -1,0 +1,236 @@
+"""The ``dlproc`` command line: thin glue over the Python API.
+
+Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``generate``, ``estimate``, ``resources``, ``build``.
+Errors a user can act on (bad model, bad configuration, wrong shapes, processor errors) print one line and exit
+with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _config(spec: str):
+    from dlproc.processor.config import ProcessorConfig
+
+    return ProcessorConfig.load(spec)
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file {p} does not exist")
+    if p.suffix == ".npz":
+        data = np.load(p)
+        return data[data.files[0]]
+    return np.load(p)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from dlproc.processor.config import PRESETS, ProcessorConfig
+
+    for name in PRESETS:
+        print(f"{name:<14} {ProcessorConfig.preset(name).summary()}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from dlproc.runtime.workflow import Workflow
+
+    wf = Workflow(args.network, processor=args.processor)
+    if wf.config.dtype == "int8":
+        if not args.calibration:
+            raise ValueError("the int8 processor needs calibration data: pass --calibration DATA.npy "
+                             "(float32 [N, *input shape])")
+        report = wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method)
+        if args.verbose:
+            print(report)
+    compiled = wf.compile()
+    print(compiled.report())
+    out = compiled.save(args.output)
+    print(f"\nbundle written to {out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dlproc.compiler.network import CompiledNetwork
+    from dlproc.runtime.driver import Driver
+    from dlproc.runtime.profile import profile_from_runs
+    from dlproc.runtime.workflow import open_device
+
+    net = CompiledNetwork.load(args.bundle)
+    x = _load_array(args.input, "input").astype(np.float32)
+    shape = tuple(net.tensors[net.inputs[0]]["onnx_shape"][1:])
+    if x.shape == shape:
+        x = x[None]
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"input has shape {x.shape}; expected [N, {', '.join(map(str, shape))}]")
+    device = open_device(net.config, args.target)
+    try:
+        driver = Driver(device, timeout_s=args.timeout)
+        driver.load(net)
+        outs, runs = [], []
+        for frame in x:
+            result, seg_runs, _ = driver.infer(frame)
+            outs.append(result)
+            runs.append(seg_runs)
+    finally:
+        device.close()
+    ys = {name: np.concatenate([o[name] for o in outs]) for name in net.outputs}
+    for name, y in ys.items():
+        print(f"{name}: shape {y.shape}")
+        if y.ndim == 2:
+            print(f"  argmax per frame: {y.argmax(axis=1).tolist()}")
+    if args.output:
+        np.savez(args.output, **ys)
+        print(f"outputs written to {args.output}")
+    if args.profile:
+        if args.target == "ref":
+            print("(the 'ref' target has no timing: use --target sim, or `dlproc estimate`)")
+        else:
+            print(profile_from_runs(net, runs))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from dlproc.processor.generate import generate
+
+    paths = generate(_config(args.processor), args.output)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from dlproc.runtime.workflow import Workflow
+
+    wf = Workflow(args.network, processor=args.processor)
+    if wf.config.dtype == "int8":
+        if args.calibration:
+            wf.calibrate(_load_array(args.calibration, "calibration"))
+        else:
+            shape = wf.input_shape
+            rng = np.random.default_rng(0)
+            wf.calibrate(rng.standard_normal((4, *shape)).astype(np.float32))
+            print("(no --calibration given: quantized with random data; timing does not depend on values)")
+    print(wf.estimate_performance())
+    return 0
+
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    from dlproc.boards.resources import estimate_resources
+
+    print(estimate_resources(_config(args.processor), board=args.board, synthesize=not args.model))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from dlproc.boards.vivado import write_build_plan
+
+    plan = write_build_plan(_config(args.processor), args.output, board=args.board)
+    for f in plan.files:
+        print(f"  {f}")
+    print("Vivado ran." if plan.ran else f"Vivado is not on PATH; to build the bitstream run:\n  {plan.command}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from dlproc.runtime.workflow import Workflow
+
+    wf = Workflow(args.network, processor=args.processor)
+    report = wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method)
+    print(report)
+    if args.report and hasattr(report, "plot_histograms"):
+        paths = report.plot_histograms(args.report)
+        print(f"{len(paths)} histograms written to {args.report}")
+    if args.qdq:
+        wf.export_qdq(args.qdq)
+        print(f"QDQ model written to {args.qdq}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dlproc`` command."""
+    p = argparse.ArgumentParser(prog="dlproc", description="Open deep learning processor generator for FPGAs: "
+                                "compile ONNX networks, run them on the golden model, the RTL or the board.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("presets", help="list the processor presets")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("compile", help="compile an ONNX network into a bundle")
+    s.add_argument("network", help="ONNX model")
+    s.add_argument("--processor", default="zcu102_int8", help="preset name or JSON file (default zcu102_int8)")
+    s.add_argument("--calibration", help="calibration inputs, .npy float32 [N, *input shape]")
+    s.add_argument("--method", default="minmax", help="activation range method (minmax, percentile, entropy)")
+    s.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    s.add_argument("-v", "--verbose", action="store_true", help="print the quantization report")
+    s.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("run", help="run a bundle on a target")
+    s.add_argument("bundle", help="bundle directory")
+    s.add_argument("--input", required=True, help="inputs, .npy float32 [N, *input shape]")
+    s.add_argument("--target", default="ref", choices=("ref", "sim", "fpga"))
+    s.add_argument("--profile", action="store_true", help="print the hardware profile (sim, fpga)")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
+    s.add_argument("-o", "--output", help="write outputs to this .npz")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("quantize", help="calibrate and report the int8 quantization of a network")
+    s.add_argument("network")
+    s.add_argument("--processor", default="zcu102_int8")
+    s.add_argument("--calibration", required=True)
+    s.add_argument("--method", default="minmax")
+    s.add_argument("--report", help="directory for the per-layer histogram PNGs")
+    s.add_argument("--qdq", help="also export a QDQ ONNX model to this path")
+    s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("generate", help="write the processor's Verilog and RTLIL")
+    s.add_argument("--processor", default="zcu102_int8")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("estimate", help="estimate per-layer cycles, latency and frames/s without simulating")
+    s.add_argument("network")
+    s.add_argument("--processor", default="zcu102_int8")
+    s.add_argument("--calibration")
+    s.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("resources", help="estimate LUT/FF/DSP/BRAM of a processor configuration")
+    s.add_argument("--processor", default="zcu102_int8")
+    s.add_argument("--board", default="zcu102")
+    s.add_argument("--model", action="store_true", help="use the analytical model instead of synthesis")
+    s.set_defaults(func=cmd_resources)
+
+    s = sub.add_parser("build", help="write (and run, if Vivado is available) the bitstream build plan")
+    s.add_argument("--board", default="zcu102")
+    s.add_argument("--processor", default="zcu102_int8")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dlproc`` console script."""
+    from dlproc.compiler.errors import CompileError
+    from dlproc.compiler.network import BundleError
+    from dlproc.processor.config import ConfigError
+    from dlproc.runtime.driver import DeviceMismatch, ProcessorError, ProcessorTimeout
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CompileError, ConfigError, BundleError, ProcessorError, ProcessorTimeout, DeviceMismatch,
+            FileNotFoundError, ValueError) as exc:
+        print(f"dlproc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
