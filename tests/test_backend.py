@@ -121,7 +121,8 @@ def test_pooling_add_fc_concat_are_exact(cfgname):
     g = Graph("p", ["x"], ["y"], {"x": T("x", (C, H, W)), "y": T("y", (C, Ho, Wo))},
               [Layer("ap", "avgpool", ["x"], ["y"], quant=LayerQuant(None, None, r, [1]),
                      attrs=dict(kernel=(2, 2), stride=(2, 2), pads=(0, 0, 0, 0)))])
-    s = sum(xq[:, ky:ky + 2 * (Ho - 1) + 1:2, kx:kx + 2 * (Wo - 1) + 1:2].astype(int) for ky in range(2) for kx in range(2))
+    s = sum(xq[:, ky:ky + 2 * (Ho - 1) + 1:2, kx:kx + 2 * (Wo - 1) + 1:2].astype(int)
+            for ky in range(2) for kx in range(2))
     np.testing.assert_array_equal(run(cfg, g, xq)[1]["y"], post(s, r))
     # global average pool
     C, H, W = 37, 9, 7
@@ -150,7 +151,8 @@ def test_pooling_add_fc_concat_are_exact(cfgname):
     rf = rand_requant(rng, N, shift=15)
     g = Graph("f", ["x"], ["y"], {"x": T("x", (C, H, W)), "y": T("y", (N, 1, 1), (1, N))},
               [Layer("fc", "fc", ["x"], ["y"], quant=LayerQuant(wf, None, rf))])
-    np.testing.assert_array_equal(run(cfg, g, xq)[1]["y"][:, 0, 0], post(wf.astype(int) @ xq.reshape(-1).astype(int), rf))
+    ref = post(wf.astype(int) @ xq.reshape(-1).astype(int), rf)
+    np.testing.assert_array_equal(run(cfg, g, xq)[1]["y"][:, 0, 0], ref)
 
 
 @pytest.mark.parametrize("cfgname", CONFIGS)
