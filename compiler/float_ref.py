@@ -1,0 +1,217 @@
+"""Floating-point execution of a layer graph: the yardstick for calibration and for the quantized results.
+
+Processor layers run in numpy (float64) with the ONNX semantics of the operators they came from; host layers run
+through ``onnx.reference`` on a model holding just their ONNX nodes (:func:`host_model`). Values are kept in their
+ONNX shapes with the batch axis ``N`` first (``[N, C, H, W]`` feature maps, ``[N, K]`` vectors), so every tensor can
+be compared with ``onnx.reference`` on the original model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx.reference import ReferenceEvaluator
+
+from .graph import Graph, Layer
+
+__all__ = ["run_float", "host_model", "HostRunner"]
+
+
+def host_model(graph: Graph, layer: Layer) -> onnx.ModelProto:
+    """A model that executes the ONNX nodes of a host layer (batch 1, float32 inputs).
+
+    Parameters
+    ----------
+    graph : Graph
+        The graph (tensor shapes, initializers, opset).
+    layer : Layer
+        A layer with ``onnx_nodes``.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs are ``layer.inputs`` (float32, their ONNX shapes), outputs ``layer.outputs``; the constant inputs of
+        the nodes are initializers.
+    """
+    produced = {v for node in layer.onnx_nodes for v in node.output}
+    inputs = [onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, graph.tensors[v].onnx_shape)
+              for v in dict.fromkeys(layer.inputs)]
+    consts = {v for node in layer.onnx_nodes for v in node.input
+              if v and v not in produced and v not in layer.inputs}
+    missing = sorted(consts - set(graph.initializers))
+    if missing:
+        raise KeyError(f"host layer {layer.name!r}: no value for the constant inputs {missing}")
+    inits = [onnx.numpy_helper.from_array(np.asarray(graph.initializers[v]), v) for v in sorted(consts)]
+    outputs = [onnx.helper.make_empty_tensor_value_info(v) for v in layer.outputs]
+    body = onnx.helper.make_graph(list(layer.onnx_nodes), f"host_{layer.name}", inputs, outputs, inits)
+    return onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", graph.opset)])
+
+
+class HostRunner:
+    """Executes host layers with ``onnx.reference``, one sample at a time (the model was compiled for batch 1).
+
+    Parameters
+    ----------
+    graph : Graph
+        The graph the layers belong to.
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._evaluators: dict[str, ReferenceEvaluator] = {}
+
+    def __call__(self, layer: Layer, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``layer`` on float inputs ``[N, ...]``; returns its outputs ``[N, ...]`` as float arrays."""
+        if layer.name not in self._evaluators:
+            self._evaluators[layer.name] = ReferenceEvaluator(host_model(self.graph, layer))
+        evaluator = self._evaluators[layer.name]
+        names = list(dict.fromkeys(layer.inputs))
+        feeds = dict(zip(layer.inputs, inputs, strict=True))
+        n = inputs[0].shape[0] if inputs else 1
+        per_sample = []
+        for i in range(n):
+            one = {k: np.asarray(feeds[k][i:i + 1], np.float32).reshape(self.graph.tensors[k].onnx_shape)
+                   for k in names}
+            per_sample.append(evaluator.run(None, one))
+        return [np.concatenate([np.asarray(s[j]) for s in per_sample]) for j in range(len(layer.outputs))]
+
+
+def _pad(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0.0) -> np.ndarray:
+    top, left, bottom, right = pads
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw):
+    """Yield ``(ky, kx, view [N, C, OH, OW])`` of every kernel tap over the padded input."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    for ky in range(kh):
+        for kx in range(kw):
+            y0, x0 = ky * dh, kx * dw
+            yield ky, kx, xp[:, :, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
+
+
+def _out_hw(x: np.ndarray, kernel, stride, dilation, pads) -> tuple[int, int]:
+    h = x.shape[2] + pads[0] + pads[2]
+    w = x.shape[3] + pads[1] + pads[3]
+    return ((h - ((kernel[0] - 1) * dilation[0] + 1)) // stride[0] + 1,
+            (w - ((kernel[1] - 1) * dilation[1] + 1)) // stride[1] + 1)
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, stride, pads, dilation,
+           group: int) -> np.ndarray:
+    """Grouped 2-D convolution in float64 (ONNX Conv semantics), ``x`` ``[N, C, H, W]``."""
+    n = x.shape[0]
+    oc, icg, kh, kw = weight.shape
+    out_hw = _out_hw(x, (kh, kw), stride, dilation, pads)
+    xp = _pad(x.astype(np.float64), pads)
+    wg = weight.astype(np.float64).reshape(group, oc // group, icg, kh, kw)
+    out = np.zeros((n, group, oc // group) + out_hw)
+    for ky, kx, view in _windows(xp, (kh, kw), stride, dilation, out_hw):
+        tap = view.reshape(n, group, icg, *out_hw)
+        out += np.einsum("ngihw,goi->ngohw", tap, wg[:, :, :, ky, kx], optimize=True)
+    out = out.reshape(n, oc, *out_hw)
+    if bias is not None:
+        out += bias.astype(np.float64).reshape(1, -1, 1, 1)
+    return out
+
+
+def _pool(x: np.ndarray, attrs: dict, kind: str) -> np.ndarray:
+    kernel, stride, pads = attrs["kernel"], attrs["stride"], attrs["pads"]
+    out_hw = _out_hw(x, kernel, stride, (1, 1), pads)
+    if kind == "max":
+        xp = _pad(x, pads, -np.inf)  # ONNX ignores padded positions
+        out = np.full(x.shape[:2] + out_hw, -np.inf)
+        for _, _, view in _windows(xp, kernel, stride, (1, 1), out_hw):
+            out = np.maximum(out, view)
+        return out
+    xp = _pad(x, pads)  # count_include_pad (or no padding): every window divides by the kernel size
+    out = np.zeros(x.shape[:2] + out_hw)
+    for _, _, view in _windows(xp, kernel, stride, (1, 1), out_hw):
+        out += view
+    return out / (kernel[0] * kernel[1])
+
+
+def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRunner | None = None) -> list[np.ndarray]:
+    """Execute one layer in float64.
+
+    Parameters
+    ----------
+    graph : Graph
+        The graph (for tensor shapes and host layers).
+    layer : Layer
+        The layer (processor kinds, front-end kinds or host).
+    inputs : list of ndarray
+        Input values ``[N, ...]`` in their ONNX shapes.
+    host : HostRunner, optional
+        Runner (with its cache of evaluators) for host layers.
+
+    Returns
+    -------
+    list of ndarray
+        Output values ``[N, ...]`` in the ONNX shapes of ``layer.outputs``.
+    """
+    n = inputs[0].shape[0] if inputs else 1
+
+    def fmap(value: np.ndarray, name: str) -> np.ndarray:
+        return value.reshape((n,) + graph.tensors[name].shape).astype(np.float64)
+
+    op = layer.op
+    if op == "host":
+        outs = (host or HostRunner(graph))(layer, inputs)
+    else:
+        x = fmap(inputs[0], layer.inputs[0])
+        if op == "conv":
+            a = layer.attrs
+            y = conv2d(x, layer.weight, layer.bias, stride=a["stride"], pads=a["pads"], dilation=a["dilation"],
+                       group=a["group"])
+        elif op == "fc":
+            y = x.reshape(n, -1) @ layer.weight.astype(np.float64).T + layer.bias.astype(np.float64)
+        elif op == "maxpool":
+            y = _pool(x, layer.attrs, "max")
+        elif op == "avgpool":
+            y = _pool(x, layer.attrs, "avg")
+        elif op == "gap":
+            y = x.mean(axis=(2, 3))
+        elif op == "add":
+            y = x + fmap(inputs[1], layer.inputs[1])
+        elif op == "concat":
+            y = np.concatenate([fmap(v, k) for v, k in zip(inputs, layer.inputs, strict=True)], axis=1)
+        elif op == "affine":
+            y = x * layer.weight.reshape(1, -1, 1, 1) + layer.bias.reshape(1, -1, 1, 1)
+        elif op in ("act", "flatten", "identity"):
+            y = x
+        else:
+            raise ValueError(f"layer {layer.name!r}: unknown layer kind {op!r}")
+        outs = [layer.act.apply(y)]
+    return [np.asarray(v).reshape((n,) + graph.tensors[name].onnx_shape[1:])
+            for v, name in zip(outs, layer.outputs, strict=True)]
+
+
+def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Execute a float graph layer by layer.
+
+    Parameters
+    ----------
+    graph : Graph
+        A graph from :func:`~.frontend.load_onnx` (fused or not); quantization parameters are ignored.
+    x : ndarray
+        The network input ``[N, C, H, W]`` (a batch; a single ``[C, H, W]`` image is accepted too).
+
+    Returns
+    -------
+    dict of str to ndarray
+        The value of every tensor (network input included) in its ONNX shape with batch ``N``; processor layers in
+        float64, host layers in the dtype ``onnx.reference`` returns.
+    """
+    info = graph.tensors[graph.inputs[0]]
+    x = np.asarray(x)
+    if x.shape == info.onnx_shape[1:]:
+        x = x[None]
+    if x.shape[1:] != info.onnx_shape[1:]:
+        raise ValueError(f"input of shape {x.shape}; the network takes [N, {', '.join(map(str, info.onnx_shape[1:]))}]")
+    values = {graph.inputs[0]: x.astype(np.float64)}
+    host = HostRunner(graph)
+    for layer in graph.layers:
+        outs = run_layer(graph, layer, [values[v] for v in layer.inputs], host)
+        values.update(zip(layer.outputs, outs, strict=True))
+    return values

@@ -1,0 +1,167 @@
+"""Fusions on the front end's layer graph, and lowering of the front-end layer kinds.
+
+:func:`fuse` leaves only processor layers (:data:`~.graph.HW_OPS`) and host layers:
+
+1. ``identity`` layers (Identity, Dropout, layout-preserving reshapes) are removed;
+2. ``affine`` layers (BatchNormalization, per-channel Add/Sub/Mul/Div) fold into the preceding conv or fc, and
+   ``act`` layers (Relu, LeakyRelu, Clip) fuse into the preceding conv, fc or add, when that layer has no
+   activation yet and its output has no other reader (nor is a network output);
+3. a ``flatten`` feeding an fc disappears: the fc reads the ``(C, H, W)`` tensor (its weight is already in ONNX
+   flatten order c, h, w);
+4. ``affine`` and ``act`` layers that cannot fuse become 1x1 depthwise convolutions (so a standalone
+   BatchNormalization followed by a ReLU is one conv), leftover ``flatten`` layers run on the host;
+5. processor limits become host layers: a padded max-pool whose input may be negative (the processor pads with
+   zeros, which only equals ONNX's -inf padding on non-negative data).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .graph import HW_OPS, Activation, Graph, Layer
+
+__all__ = ["fuse"]
+
+
+def _replace_input(graph: Graph, old: str, new: str) -> None:
+    for layer in graph.layers:
+        layer.inputs = [new if v == old else v for v in layer.inputs]
+
+
+def _sole_reader(graph: Graph, tensor: str, layer: Layer) -> bool:
+    """Whether ``layer`` is the only reader of ``tensor`` and the network does not return it."""
+    return tensor not in graph.outputs and all(c is layer for c in graph.consumers(tensor))
+
+
+def _merge(graph: Graph, producer: Layer, layer: Layer) -> None:
+    """Absorb ``layer`` (the sole reader of ``producer``'s output) into ``producer``."""
+    graph.tensors.pop(producer.output, None)
+    producer.outputs = list(layer.outputs)
+    producer.nodes += layer.nodes
+    producer.onnx_nodes += layer.onnx_nodes
+    graph.layers.remove(layer)
+
+
+def _drop_identity(graph: Graph, layer: Layer) -> None:
+    x, y = layer.inputs[0], layer.output
+    if y not in graph.outputs:
+        _replace_input(graph, y, x)
+        graph.layers.remove(layer)
+        graph.tensors.pop(y, None)
+        return
+    producer = graph.producer(x)
+    if producer is not None and _sole_reader(graph, x, layer) and producer.op != "host":
+        # the network returns y: the producer writes y directly (reshaping is free in the (C, H, W) layout)
+        producer.outputs = [y if v == x else v for v in producer.outputs]
+        producer.nodes += layer.nodes
+        producer.onnx_nodes += layer.onnx_nodes
+        graph.tensors.pop(x, None)
+        graph.layers.remove(layer)
+        return
+    _to_host(layer, "an identity between the network input/another output and a network output")
+
+
+def _to_host(layer: Layer, reason: str) -> None:
+    layer.op, layer.target, layer.host_reason = "host", "host", reason
+    layer.attrs = {"op_type": "+".join(n.op_type for n in layer.onnx_nodes)}
+    layer.act = Activation()
+    layer.weight = layer.bias = None
+
+
+def _fold_affine(producer: Layer, layer: Layer) -> None:
+    scale = layer.weight.astype(np.float64)
+    w = producer.weight.astype(np.float64)
+    producer.weight = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+    producer.bias = (producer.bias.astype(np.float64) * scale + layer.bias).astype(np.float32)
+
+
+def _depthwise(graph: Graph, layer: Layer, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Turn a per-channel layer into a 1x1 depthwise conv (or the host when its input is not a feature map)."""
+    info = graph.tensors[layer.inputs[0]]
+    if len(info.onnx_shape) not in (2, 4):
+        _to_host(layer, f"a per-channel operation on a rank-{len(info.onnx_shape)} tensor")
+        return
+    channels = info.channels
+    layer.op, layer.target = "conv", "hw"
+    layer.weight = np.broadcast_to(np.asarray(weight, np.float32), (channels,)).reshape(channels, 1, 1, 1).copy()
+    layer.bias = np.broadcast_to(np.asarray(bias, np.float32), (channels,)).copy()
+    layer.attrs = {"kernel": (1, 1), "stride": (1, 1), "pads": (0, 0, 0, 0), "dilation": (1, 1), "group": channels}
+
+
+def _nonnegative(graph: Graph, tensor: str) -> bool:
+    """Whether ``tensor`` can never be negative (by the activation of the layers producing it)."""
+    producer = graph.producer(tensor)
+    if producer is None or producer.target != "hw":
+        return False
+    if producer.op in ("conv", "fc", "add"):
+        act = producer.act
+        return act.kind == "relu" or (act.kind == "clip" and act.lo >= 0)
+    if producer.op in ("maxpool", "avgpool", "gap", "concat"):
+        return all(_nonnegative(graph, v) for v in producer.inputs)
+    return False
+
+
+def fuse(graph: Graph) -> Graph:
+    """Fuse the front end's graph into processor and host layers (see the module docstring).
+
+    Parameters
+    ----------
+    graph : Graph
+        The front end's graph (:func:`~.frontend.load_onnx` with ``fuse=False``); calling ``fuse`` on an already
+        fused graph changes nothing.
+
+    Returns
+    -------
+    Graph
+        A new graph whose layers are all of :data:`~.graph.HW_OPS` (``target == "hw"``) or ``"host"``.
+    """
+    g = copy.deepcopy(graph)
+    for layer in [la for la in g.layers if la.op == "identity"]:
+        _drop_identity(g, layer)
+    # topological order: when a layer is reached, everything before it is final (conv -> BN -> ReLU folds both)
+    for layer in list(g.layers):
+        if layer.op not in ("affine", "act"):
+            continue
+        producer = g.producer(layer.inputs[0])
+        fusable = (producer is not None and producer.target == "hw" and producer.act.kind == "none"
+                   and _sole_reader(g, layer.inputs[0], layer))
+        if layer.op == "affine":
+            if fusable and producer.op in ("conv", "fc"):
+                _fold_affine(producer, layer)
+                _merge(g, producer, layer)
+            else:
+                _depthwise(g, layer, layer.weight, layer.bias)
+        elif fusable and producer.op in ("conv", "fc", "add"):
+            producer.act = copy.copy(layer.act)
+            _merge(g, producer, layer)
+        else:
+            _depthwise(g, layer, np.float32(1), np.float32(0))
+    for layer in [la for la in g.layers if la.op == "fc"]:
+        producer = g.producer(layer.inputs[0])
+        if producer is None or producer.op != "flatten":
+            continue
+        flat = layer.inputs[0]
+        layer.inputs = [producer.inputs[0]]
+        layer.nodes = producer.nodes + layer.nodes
+        if not g.consumers(flat) and flat not in g.outputs:
+            g.layers.remove(producer)
+            g.tensors.pop(flat, None)
+    for layer in g.layers:
+        if layer.op == "flatten":
+            _to_host(layer, "a flatten that does not feed a fully connected layer")
+    for layer in g.layers:
+        if layer.op == "maxpool" and any(layer.attrs["pads"]) and not _nonnegative(g, layer.inputs[0]):
+            _to_host(layer, "max pooling with padding on an input that may be negative (the processor pads with "
+                            "zeros, exact only after ReLU/ReLU6/Clip(lo >= 0))")
+    for layer in g.layers:
+        if layer.op in HW_OPS:
+            layer.target, layer.host_reason, layer.onnx_nodes = "hw", "", []
+        elif layer.op != "host":
+            raise AssertionError(f"layer {layer.name!r}: front-end kind {layer.op!r} survived fusion")
+    names = set(g.inputs) | set(g.outputs) | {v for la in g.layers for v in la.inputs + la.outputs}
+    g.tensors = {k: v for k, v in g.tensors.items() if k in names}
+    used = {v for la in g.layers for n in la.onnx_nodes for v in n.input}
+    g.initializers = {k: v for k, v in g.initializers.items() if k in used}
+    return g
