@@ -104,12 +104,13 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, stride
     oc, icg, kh, kw = weight.shape
     out_hw = _out_hw(x, (kh, kw), stride, dilation, pads)
     xp = _pad(x.astype(np.float64), pads)
-    wg = weight.astype(np.float64).reshape(group, oc // group, icg, kh, kw)
-    out = np.zeros((n, group, oc // group) + out_hw)
-    for ky, kx, view in _windows(xp, (kh, kw), stride, dilation, out_hw):
-        tap = view.reshape(n, group, icg, *out_hw)
-        out += np.einsum("ngihw,goi->ngohw", tap, wg[:, :, :, ky, kx], optimize=True)
-    out = out.reshape(n, oc, *out_hw)
+    # im2col: [group, icg * taps, N * OH * OW] so each group is one BLAS matrix product
+    taps = [view for _, _, view in _windows(xp, (kh, kw), stride, dilation, out_hw)]
+    cols = np.stack(taps, axis=2).reshape(n, group, icg * kh * kw, out_hw[0] * out_hw[1])
+    cols = cols.transpose(1, 2, 0, 3).reshape(group, icg * kh * kw, -1)
+    w = weight.astype(np.float64).reshape(group, oc // group, icg * kh * kw)
+    out = np.matmul(w, cols).reshape(group, oc // group, n, *out_hw)
+    out = out.transpose(2, 0, 1, 3, 4).reshape(n, oc, *out_hw)
     if bias is not None:
         out += bias.astype(np.float64).reshape(1, -1, 1, 1)
     return out

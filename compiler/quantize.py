@@ -1,0 +1,202 @@
+"""Post-training int8 quantization of a fused layer graph.
+
+Activations are symmetric int8 with one scale per tensor (``real = scale * q``, ``scale = absmax / 127`` from
+calibration). Host-side quantization (network input, host layer outputs) rounds half to even (``np.round``) and
+clamps to ``[-128, 127]``: :func:`quantize_tensor`.
+
+Per layer (``s_in``, ``s_out`` the activation scales, ``s_w[c]`` the weight scale of output channel ``c``):
+
+conv, fc
+    weights symmetric int8 per output channel (``s_w[c] = absmax(W[c]) / 127``; one scale with
+    ``per_channel=False``), bias ``round(b / (s_in * s_w[c]))`` in int32, requantization
+    ``mult * 2**-shift ~ s_in * s_w[c] / s_out``; a leaky ReLU's ``mult_neg`` is ``alpha`` times that ratio with the
+    same shift;
+maxpool, concat
+    identity requantization (``mult 1, shift 0``); their inputs and output share one scale (the largest range of
+    the group), so the processor only moves bytes;
+avgpool, gap
+    ``input_mults = [1]`` (SUM mode), requantization ``s_in / (s_out * window)`` with ``window = kh * kw`` (avgpool)
+    or ``H * W`` (gap);
+add
+    ``acc = a * imm_a + b * imm_b`` with ``imm_i = round(s_i / s_out * 2**S)`` and
+    ``S = clip(14 - ceil(log2(max_i s_i / s_out)), 0, 30)`` so both fit int16; requantization ``mult 1, shift S``
+    (with a leaky ReLU: ``mult_pos = 2**14``, ``mult_neg = round(alpha * 2**14)``, ``shift S + 14``).
+
+The clamps ``lo``/``hi`` implement the fused activation: ReLU ``lo = 0``; Clip ``round(lo / s_out)``,
+``round(hi / s_out)`` limited to int8.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from .errors import CompileError
+from .graph import HW_OPS, Activation, Graph, Layer, LayerQuant, Requant, fixed_point_multiplier
+
+__all__ = ["quantize", "quantize_tensor", "dequantize_tensor", "activation_clamp", "scale_groups"]
+
+_INT16_MAX = (1 << 15) - 1
+
+
+def quantize_tensor(x: np.ndarray, scale: float) -> np.ndarray:
+    """Host-side quantization: ``clip(np.round(x / scale), -128, 127)`` as int8 (round half to even)."""
+    return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int8)
+
+
+def dequantize_tensor(q: np.ndarray, scale: float) -> np.ndarray:
+    """``q * scale`` in float64."""
+    return np.asarray(q, np.float64) * scale
+
+
+def activation_clamp(act: Activation, scale: float) -> tuple[int, int]:
+    """The int8 clamps ``(lo, hi)`` that implement ``act`` on an output of scale ``scale``."""
+    if act.kind == "relu":
+        return 0, 127
+    if act.kind == "clip":
+        lo = -128 if not math.isfinite(act.lo) else int(np.clip(np.round(act.lo / scale), -128, 127))
+        hi = 127 if not math.isfinite(act.hi) else int(np.clip(np.round(act.hi / scale), -128, 127))
+        return lo, hi
+    return -128, 127
+
+
+def scale_groups(graph: Graph) -> list[set[str]]:
+    """Tensors that must share one scale: the input and output of every maxpool, the inputs and output of every
+    concat (transitively)."""
+    parent = {name: name for name in graph.tensors}
+
+    def find(v: str) -> str:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for layer in graph.layers:
+        if layer.target == "hw" and layer.op in ("maxpool", "concat"):
+            for v in layer.inputs:
+                parent[find(v)] = find(layer.output)
+    groups: dict[str, set[str]] = {}
+    for name in graph.tensors:
+        groups.setdefault(find(name), set()).add(name)
+    return list(groups.values())
+
+
+def _identity(channels: int) -> Requant:
+    return Requant(bias=np.zeros(channels, np.int32), mult_pos=np.ones(channels, np.int64),
+                   mult_neg=np.ones(channels, np.int64), shift=np.zeros(channels, np.int64))
+
+
+def _fixed(layer: Layer, ratio: float, alpha: float | None) -> tuple[int, int, int]:
+    """``(mult_pos, mult_neg, shift)`` for one channel; ``alpha`` is the leaky slope (None: same multiplier)."""
+    try:
+        if alpha is None:
+            mult, shift = fixed_point_multiplier(ratio)
+            return mult, mult, shift
+        _, shift = fixed_point_multiplier(max(abs(ratio), abs(alpha * ratio)))
+    except ValueError as exc:
+        raise CompileError(f"layer {layer.name!r}: requantization factor {ratio:.3g} cannot be represented ({exc}); "
+                           "check the calibration ranges") from exc
+    return int(round(ratio * 2.0 ** shift)), int(round(alpha * ratio * 2.0 ** shift)), shift
+
+
+def _weighted(layer: Layer, s_in: float, s_out: float, per_channel: bool) -> LayerQuant:
+    w = layer.weight.astype(np.float64)
+    oc = w.shape[0]
+    amax = np.abs(w).reshape(oc, -1).max(axis=1)
+    if not per_channel:
+        amax = np.full(oc, amax.max())
+    fallback = amax.max() if amax.max() > 0 else 1.0  # all-zero channels: any scale works for the weights
+    s_w = np.where(amax > 0, amax, fallback) / 127.0
+    wq = np.clip(np.round(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
+    bias = layer.bias.astype(np.float64) if layer.bias is not None else np.zeros(oc)
+    bq = np.clip(np.round(bias / (s_in * s_w)), -(1 << 31), (1 << 31) - 1).astype(np.int32)
+    alpha = layer.act.alpha if layer.act.kind == "leaky_relu" else None
+    fixed = [_fixed(layer, s_in * s_w[c] / s_out, alpha) for c in range(oc)]
+    lo, hi = activation_clamp(layer.act, s_out)
+    requant = Requant(bias=bq, mult_pos=np.array([f[0] for f in fixed], np.int64),
+                      mult_neg=np.array([f[1] for f in fixed], np.int64),
+                      shift=np.array([f[2] for f in fixed], np.int64), lo=lo, hi=hi)
+    return LayerQuant(weight=wq, weight_scale=s_w.astype(np.float32), requant=requant)
+
+
+def _add(layer: Layer, s_ins: list[float], s_out: float, channels: int) -> LayerQuant:
+    ratios = [s / s_out for s in s_ins]
+    shift = int(np.clip(14 - math.ceil(math.log2(max(ratios))), 0, 30))
+    imms = [int(round(r * 2.0 ** shift)) for r in ratios]
+    if max(abs(i) for i in imms) > _INT16_MAX:
+        raise CompileError(f"layer {layer.name!r}: input/output scale ratios {ratios} are too large for the int16 "
+                           "SUM multipliers")
+    mult_pos = mult_neg = 1
+    if layer.act.kind == "leaky_relu":
+        _, extra = fixed_point_multiplier(max(1.0, abs(layer.act.alpha)))
+        mult_pos, mult_neg = 1 << extra, int(round(layer.act.alpha * 2.0 ** extra))
+        shift += extra
+    lo, hi = activation_clamp(layer.act, s_out)
+    requant = Requant(bias=np.zeros(channels, np.int32), mult_pos=np.full(channels, mult_pos, np.int64),
+                      mult_neg=np.full(channels, mult_neg, np.int64), shift=np.full(channels, shift, np.int64),
+                      lo=lo, hi=hi)
+    return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=imms)
+
+
+def _pool_sum(layer: Layer, s_in: float, s_out: float, channels: int, window: int) -> LayerQuant:
+    mult, _, shift = _fixed(layer, s_in / (s_out * window), None)
+    requant = Requant(bias=np.zeros(channels, np.int32), mult_pos=np.full(channels, mult, np.int64),
+                      mult_neg=np.full(channels, mult, np.int64), shift=np.full(channels, shift, np.int64))
+    return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=[1])
+
+
+def quantize(graph: Graph, stats: dict[str, tuple[float, float]], *, per_channel: bool = True) -> Graph:
+    """Quantize a fused float graph to int8.
+
+    Parameters
+    ----------
+    graph : Graph
+        The fused graph (:func:`~.fusion.fuse`).
+    stats : dict of str to (float, float)
+        ``(lo, hi)`` per tensor from :func:`~.calibrate.calibrate`.
+    per_channel : bool
+        Per-output-channel weight scales (else one scale per layer).
+
+    Returns
+    -------
+    Graph
+        A copy with :attr:`TensorInfo.scale` set for every tensor and :attr:`Layer.quant` for every processor
+        layer.
+    """
+    g = copy.deepcopy(graph)
+    for layer in g.layers:
+        if layer.op != "host" and layer.op not in HW_OPS:
+            raise CompileError(f"layer {layer.name!r} has the front-end kind {layer.op!r}; run fusion.fuse first")
+    absmax = {}
+    for name in g.tensors:
+        if name not in stats:
+            raise CompileError(f"no calibration statistics for tensor {name!r}; calibrate the same graph")
+        lo, hi = stats[name]
+        peak = max(abs(float(lo)), abs(float(hi)))
+        absmax[name] = peak if np.isfinite(peak) and peak > 0 else 1.0  # an all-zero tensor: any scale works
+    for group in scale_groups(g):
+        scale = max(absmax[v] for v in group) / 127.0
+        for v in group:
+            g.tensors[v].scale = scale
+    for layer in g.layers:
+        if layer.target != "hw":
+            layer.quant = None
+            continue
+        s_ins = [g.tensors[v].scale for v in layer.inputs]
+        out = g.tensors[layer.output]
+        s_out, channels = out.scale, out.channels
+        if layer.op in ("conv", "fc"):
+            layer.quant = _weighted(layer, s_ins[0], s_out, per_channel)
+        elif layer.op in ("maxpool", "concat"):
+            layer.quant = LayerQuant(weight=None, weight_scale=None, requant=_identity(channels))
+        elif layer.op == "avgpool":
+            kh, kw = layer.attrs["kernel"]
+            layer.quant = _pool_sum(layer, s_ins[0], s_out, channels, kh * kw)
+        elif layer.op == "gap":
+            _, h, w = g.tensors[layer.inputs[0]].shape
+            layer.quant = _pool_sum(layer, s_ins[0], s_out, channels, h * w)
+        elif layer.op == "add":
+            layer.quant = _add(layer, s_ins, s_out, channels)
+    return g
