@@ -47,6 +47,9 @@ def _merge(graph: Graph, producer: Layer, layer: Layer) -> None:
 def _drop_identity(graph: Graph, layer: Layer) -> None:
     x, y = layer.inputs[0], layer.output
     if y not in graph.outputs:
+        producer = graph.producer(x)
+        if producer is not None:
+            producer.nodes += layer.nodes  # for the report: the removed node belongs to the producer
         _replace_input(graph, y, x)
         graph.layers.remove(layer)
         graph.tensors.pop(y, None)
