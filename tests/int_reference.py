@@ -8,8 +8,8 @@ without code from the compiler back end, the golden model or the float reference
   ``acc = a * imm_a + b * imm_b``, concat: the inputs stacked on the channel axis;
 * post-processing per output channel: ``v = wrap32(acc + bias)``, ``m = mult_pos if v >= 0 else mult_neg``,
   ``t = v * m``, ``t = (t + 2**(shift-1)) >> shift`` if ``shift > 0`` (round half up), ``y = clamp(t, lo, hi)``;
-* host layers: dequantize the inputs, run the ONNX nodes with ``onnx.reference``, quantize the outputs with
-  ``clip(np.round(x / scale), -128, 127)``.
+* host layers: dequantize the inputs (``float32(q) * float32(scale)``, as the runtime), run the ONNX nodes with
+  ``onnx.reference``, quantize the outputs with ``clip(np.round(x / scale), -128, 127)``.
 
 The sums of products are computed as float64 matrix products: every product is at most ``2**14`` in magnitude, so
 any sum of fewer than ``2**39`` of them is exact in float64 before the int32 wrap.
@@ -137,7 +137,9 @@ def run_int_reference(graph: Graph, x_float: np.ndarray) -> dict[str, np.ndarray
     for layer in graph.layers:
         ins = [values[v] for v in layer.inputs]
         if layer.target == "host":
-            floats = [q.astype(np.float64) * graph.tensors[v].scale for q, v in zip(ins, layer.inputs, strict=True)]
+            # dequantize as the runtime does: float32(q) * float32(scale)
+            floats = [q.astype(np.float32) * np.float32(graph.tensors[v].scale)
+                      for q, v in zip(ins, layer.inputs, strict=True)]
             outs = _run_host(graph, layer, floats, cache)
             for name, out in zip(layer.outputs, outs, strict=True):
                 info = graph.tensors[name]

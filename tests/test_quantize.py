@@ -99,6 +99,9 @@ def test_calibration_statistics():
     pct = calibrate(graph, x, method="percentile", percentile=99.0)
     for name in minmax:
         assert minmax[name][0] <= pct[name][0] <= pct[name][1] <= minmax[name][1]
+    entropy = calibrate(graph, x, method="entropy")
+    for name in minmax:
+        assert minmax[name][0] <= entropy[name][0] <= entropy[name][1] <= minmax[name][1]
     with pytest.raises(ValueError, match="method"):
         calibrate(graph, x, method="kl")
 
