@@ -113,8 +113,11 @@ class _Context:
         """A layer for ``node`` (its name, ONNX node kept for a later host fallback)."""
         name = self.name(node)
         inputs = self.activations(node) if inputs is None else inputs
-        return Layer(name=name, op=op, inputs=inputs, outputs=self.outputs(node)[:1] if op != "host" else
-                     self.outputs(node), nodes=[name], onnx_nodes=[node], **fields)
+        outputs = self.outputs(node)
+        if op == "host":  # every output another node reads or the graph returns (at least the first)
+            outputs = outputs[:1] + [v for v in outputs[1:] if v in self.used]
+        return Layer(name=name, op=op, inputs=inputs, outputs=outputs[:1] if op != "host" else outputs,
+                     nodes=[name], onnx_nodes=[node], **fields)
 
     def host(self, node: onnx.NodeProto, reason: str) -> Layer:
         """A host layer executing ``node`` with onnx.reference."""
@@ -631,10 +634,17 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
 
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference, strict first (inconsistencies are errors); operators without an inference function make
+    strict mode fail, so a non-strict pass follows (every shape the compiler uses is still checked to be static)."""
     try:
         return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
-    except Exception as exc:  # InferenceError, ValidationError
-        raise ShapeError(f"ONNX shape inference fails on the model: {exc}") from exc
+    except Exception as strict_exc:  # InferenceError, ValidationError
+        if "Inferred shape and existing shape differ" in str(strict_exc) or "Incompatible" in str(strict_exc):
+            raise ShapeError(f"ONNX shape inference fails on the model: {strict_exc}") from strict_exc
+        try:
+            return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            raise ShapeError(f"ONNX shape inference fails on the model: {strict_exc}") from exc
 
 
 def _fold_constants(proto: onnx.ModelProto, opset: int):

@@ -295,6 +295,25 @@ def test_batch_and_dynamic_shapes():
             load_onnx(b.model([b.nodes[-1].output[0]], output_shapes={b.nodes[-1].output[0]: list(shape)}))
 
 
+def test_inconsistent_shapes_and_inputs():
+    node = helper.make_node("Relu", ["input"], ["y"], name="r")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 4])])
+    with pytest.raises(ShapeError, match="shape inference"):
+        load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    add = helper.make_node("Add", ["input", "other"], ["y"], name="a")
+    graph = helper.make_graph([add], "g", [helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, 3, 4, 4])
+                                           for v in ("input", "other")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    with pytest.raises(ShapeError, match="2 network inputs"):
+        load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    cast = helper.make_node("Cast", ["input"], ["y"], name="c", to=TensorProto.FLOAT)
+    graph = helper.make_graph([cast], "g", [helper.make_tensor_value_info("input", TensorProto.UINT8, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    with pytest.raises(ModelError, match="UINT8.*float32"):
+        load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
 def test_unsupported_operators():
     b = NetBuilder("t", (1, 3, 8, 8))
     b.nodes.append(helper.make_node("FusedConv", ["input"], ["y"], name="custom_1", domain="com.microsoft"))
