@@ -39,6 +39,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from .errors import ModelError, OpsetError, ShapeError, UnsupportedOperatorError
+from .fusion import fuse as run_fusion
 from .graph import Activation, Graph, Layer, TensorInfo
 
 __all__ = ["load_onnx", "SUPPORTED_OPS", "FRONTEND_OPS", "MIN_OPSET", "MAX_OPSET", "chw_shape"]
@@ -779,8 +780,4 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
     initializers = {k: v for k, v in consts.items() if k in used}
     graph = Graph(name=g.name or "model", inputs=[image], outputs=graph_outputs, tensors=tensors, layers=layers,
                   initializers=initializers, opset=opset)
-    if fuse:
-        from .fusion import fuse as run_fusion
-
-        graph = run_fusion(graph)
-    return graph
+    return run_fusion(graph) if fuse else graph
