@@ -330,8 +330,8 @@ class DmaEngine(wiring.Component):
                 with m.Case(buf):
                     m.d.comb += lanes_minus_one.eq(self._geometry[name].width // cfg.axi_data_width - 1)
         write_beat = Signal()
-        m.d.comb += write_beat.eq(self.r.valid & (opcode == Opcode.LOAD) & ~failed
-                                  & (self.r.payload.resp == RESP_OKAY))
+        # Beats of chunks issued before a refused chunk still land (as in the golden model); bad beats do not.
+        m.d.comb += write_beat.eq(self.r.valid & (opcode == Opcode.LOAD) & (self.r.payload.resp == RESP_OKAY))
         for port, buf in ((self.inp_wr, Buffer.INPUT), (self.wgt_wr, Buffer.WEIGHT), (self.par_wr, Buffer.PARAM)):
             lanes = len(port.en)
             m.d.comb += [port.addr.eq(wr_entry), port.data.eq(self.r.payload.data.replicate(lanes)),

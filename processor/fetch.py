@@ -136,7 +136,8 @@ class FetchUnit(wiring.Component):
 
         m.submodules.fifo = fifo = ResetInserter(self.start)(
             SyncFIFOBuffered(width=len(self.instr.payload.as_value()), depth=self._depth))
-        m.d.comb += [self.instr.valid.eq(fifo.r_rdy), self.instr.payload.eq(fifo.r_data), fifo.r_en.eq(self.instr.ready)]
+        m.d.comb += [self.instr.valid.eq(fifo.r_rdy), self.instr.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.instr.ready)]
 
         # Run parameters, sampled at START.
         base = Signal(64)

@@ -1,0 +1,28 @@
+"""The DMA engine under Verilator with cocotbext-axi's AxiRam (bench: ``rtl/bench_dma.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("cocotb")
+pytest.importorskip("cocotbext.axi")
+
+from dlproc.processor.config import ProcessorConfig  # noqa: E402
+
+from .benches import DmaBench  # noqa: E402
+from .runner import CocotbBench  # noqa: E402
+
+CONFIG = ProcessorConfig.preset("tiny_int8")
+
+
+@pytest.fixture(scope="session")
+def dma_bench() -> CocotbBench:
+    bench = CocotbBench("dma_bench", "dma_bench", CONFIG, lambda: DmaBench(CONFIG))
+    bench.build()
+    return bench
+
+
+@pytest.mark.parametrize("testcase", ["load_lengths_and_4k", "store_patterns_and_guards", "window_refusals",
+                                      "bus_errors", "fc_weight_stream"])
+def test_dma(dma_bench, tmp_path, testcase):
+    dma_bench.run("rtl.bench_dma", tmp_path, test_filter=rf"\.{testcase}(/|$)")
