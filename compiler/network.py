@@ -8,6 +8,7 @@ place, so a failed save never leaves a partial bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -268,6 +269,7 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
         if layer.target == "hw" and layer.op in ("conv", "fc", "avgpool", "gap", "add", "maxpool") \
                 and layer.quant is None:
             raise CompileError(f"layer {layer.name!r} ({layer.op}) is not quantized: calibrate before compiling")
+    graph = _host_unaligned_concats(graph, config)
     views, regions, end = plan_activations(graph, config)
     param_base = align(end)
     gen = CodeGenerator(config, graph, views, param_base)
@@ -317,6 +319,34 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
                            tensors=tensors, views=views, regions=regions, layers=layers, segments=segments,
                            image_offset=param_base, image=image, instr_offset=instr_offset,
                            instr_count=len(gen.words), host_models=host_models)
+
+
+def _host_unaligned_concats(graph: Graph, config: ProcessorConfig) -> Graph:
+    """Concats the processor cannot do in place become host layers.
+
+    In-place concatenation writes each input into the concat's region at a channel-block offset, so every input but
+    the last must have a multiple of ``channel_block`` channels, and no tensor may belong to two concats.
+    """
+    B = config.channel_block
+    owned: set[str] = set()
+    layers = []
+    for layer in graph.layers:
+        if layer.op == "concat" and layer.target == "hw":
+            counts = [graph.tensors[n].channels for n in layer.inputs]
+            reason = ""
+            if any(c % B for c in counts[:-1]):
+                reason = (f"inputs with {counts} channels: in-place concatenation needs every input but the last to "
+                          f"have a multiple of {B} channels (the channel block)")
+            elif owned & set(layer.inputs) or len(set(layer.inputs)) < len(layer.inputs):
+                reason = "an input is already part of another concatenation"
+            if reason:
+                node = helper.make_node("Concat", list(layer.inputs), list(layer.outputs), name=layer.name, axis=1)
+                layer = dataclasses.replace(layer, op="host", target="host", host_reason=reason,
+                                            attrs={"op_type": "Concat"}, onnx_nodes=[node])
+            else:
+                owned.update(layer.inputs)
+        layers.append(layer)
+    return dataclasses.replace(graph, layers=layers)
 
 
 def _close_segment(gen: CodeGenerator, segments: list[Segment], start: int) -> None:
