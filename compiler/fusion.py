@@ -46,6 +46,10 @@ def _merge(graph: Graph, producer: Layer, layer: Layer) -> None:
 
 def _drop_identity(graph: Graph, layer: Layer) -> None:
     x, y = layer.inputs[0], layer.output
+    if any(c.target == "host" for c in graph.consumers(y)):
+        # host layers execute their ONNX nodes as written: they must see the tensor name and rank they expect
+        _to_host(layer, "a reshape read by a host layer")
+        return
     if y not in graph.outputs:
         producer = graph.producer(x)
         if producer is not None:
