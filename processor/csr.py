@@ -60,6 +60,9 @@ class ControlRegisters(wiring.Component):
         Records ``(event_layer, cycles)`` as the next event (ignored once the log is full).
     event_layer : In(16)
         Layer id of the event.
+    event_truncate : In(1)
+        Forget the events after the first ``event_keep`` ones (MARKs dispatched after an instruction that failed).
+    event_keep : In(32)
     """
 
     def __init__(self, *, config: ProcessorConfig):
@@ -76,6 +79,7 @@ class ControlRegisters(wiring.Component):
             "error_pc": In(32), "pc": In(32),
             "mac_active": In(1), "rd_beat": In(1), "wr_beat": In(1),
             "event_valid": In(1), "event_layer": In(EVENT_LAYER_BITS),
+            "event_truncate": In(1), "event_keep": In(32),
         })
 
     @property
@@ -114,7 +118,10 @@ class ControlRegisters(wiring.Component):
                 m.d.sync += rd_beats.eq(rd_beats + 1)
             with m.If(self.wr_beat):
                 m.d.sync += wr_beats.eq(wr_beats + 1)
-            with m.If(ev_wr.en):
+            with m.If(self.event_truncate):
+                with m.If(self.event_keep < event_count):
+                    m.d.sync += event_count.eq(self.event_keep)
+            with m.Elif(ev_wr.en):
                 m.d.sync += event_count.eq(event_count + 1)
 
         # ------------------------------------------------------------------ write channel

@@ -75,6 +75,10 @@ class Dispatcher(wiring.Component):
     event_valid : Out(1)
         A MARK is dispatched, with ``event_layer``.
     event_layer : Out(16)
+    event_truncate : Out(1)
+        Pulse when a DMA instruction failed: only the first ``event_keep`` events (the MARKs older than the
+        failed instruction) stay in the log, as in the golden model.
+    event_keep : Out(32)
     """
 
     def __init__(self, *, config: ProcessorConfig):
@@ -91,6 +95,7 @@ class Dispatcher(wiring.Component):
             "dma_busy": In(1), "dma_fc_active": In(1), "dma_error": In(1), "dma_error_code": In(ERROR_CODE_SHAPE),
             "eng_busy": In(1), "fc_busy": In(1),
             "event_valid": Out(1), "event_layer": Out(EVENT_LAYER_BITS),
+            "event_truncate": Out(1), "event_keep": Out(32),
         })
 
     def elaborate(self, platform):
@@ -116,6 +121,11 @@ class Dispatcher(wiring.Component):
         dma_failed = Signal()
         dma_fail_code = Signal(ERROR_CODE_SHAPE)
         dma_pc = Signal(32)
+        marks = Signal(32)            # MARKs dispatched in this run
+        marks_before_dma = Signal(32)  # ... before the DMA engine's current instruction
+        m.d.comb += self.event_keep.eq(marks_before_dma)
+        with m.If(self.event_valid):
+            m.d.sync += marks.eq(marks + 1)
         with m.If(self.dma_error & ~dma_failed):
             m.d.sync += [dma_failed.eq(1), dma_fail_code.eq(self.dma_error_code)]
 
@@ -132,7 +142,7 @@ class Dispatcher(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0), self.error_code.eq(0),
-                                 self.error_pc.eq(0), self.pc.eq(0), dma_failed.eq(0)]
+                                 self.error_pc.eq(0), self.pc.eq(0), dma_failed.eq(0), marks.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += self.fetch_active.eq(1)
@@ -174,7 +184,7 @@ class Dispatcher(wiring.Component):
                                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                                 m.next = "IDLE"
                     with m.If(self.dma_cmd.valid & self.dma_cmd.ready):
-                        m.d.sync += dma_pc.eq(self.pc)
+                        m.d.sync += [dma_pc.eq(self.pc), marks_before_dma.eq(marks)]
                     with m.If(advance):
                         m.d.sync += self.pc.eq(self.pc + 1)
                         m.next = "FETCH"
@@ -183,7 +193,9 @@ class Dispatcher(wiring.Component):
                 with m.If(all_idle):
                     m.d.sync += [self.busy.eq(0), self.error.eq(1)]
                     with m.If(dma_failed):
-                        m.d.sync += [self.error_code.eq(dma_fail_code), self.error_pc.eq(dma_pc)]
+                        m.d.comb += self.event_truncate.eq(1)
+                        m.d.sync += [self.error_code.eq(dma_fail_code), self.error_pc.eq(dma_pc),
+                                     self.pc.eq(dma_pc)]
                     with m.Else():
                         m.d.sync += [self.error_code.eq(stop_code), self.error_pc.eq(self.pc)]
                     m.next = "IDLE"
@@ -275,6 +287,7 @@ class DLProcessor(wiring.Component):
             csr.busy.eq(dispatch.busy), csr.done.eq(dispatch.done), csr.error.eq(dispatch.error),
             csr.error_code.eq(dispatch.error_code), csr.error_pc.eq(dispatch.error_pc), csr.pc.eq(dispatch.pc),
             csr.event_valid.eq(dispatch.event_valid), csr.event_layer.eq(dispatch.event_layer),
+            csr.event_truncate.eq(dispatch.event_truncate), csr.event_keep.eq(dispatch.event_keep),
             csr.mac_active.eq(engine.mac_active),
             csr.rd_beat.eq(axi.rvalid & axi.rready), csr.wr_beat.eq(axi.wvalid & axi.wready),
             self.irq.eq(csr.irq_en & (dispatch.done | dispatch.error)),
