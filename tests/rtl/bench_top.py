@@ -54,13 +54,14 @@ def cycle_pause():
 class TB:
     """Clock, reset, register master, DDR model and the golden device kept in step with the RTL."""
 
-    def __init__(self, dut):
+    def __init__(self, dut, *, preloaded_output: bool = True):
         self.dut = dut
         Clock(dut.clk, 10, unit="ns").start()
         self.regs = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst, size=RAM_SIZE)
         self.golden = GoldenDevice(CONFIG, ddr_size=WINDOW, check_hazards=False)
-        self.golden.model.out[:] = output_pattern(CONFIG)
+        if preloaded_output:
+            self.golden.model.out[:] = output_pattern(CONFIG)
         rng = np.random.default_rng(99)
         self.image = rng.integers(0, 256, RAM_SIZE, dtype=np.uint8)
         self.ram.write(0, self.image.tobytes())
@@ -167,7 +168,7 @@ class TB:
                 cycle = await self.read(Reg.EVENT_CYCLE_LO) | await self.read(Reg.EVENT_CYCLE_HI) << 32
                 assert last_cycle <= cycle <= got["CYCLES_LO"], f"{what}: event {i} cycle {cycle}"
                 last_cycle = cycle
-        self.check_ddr(what)
+        self.check_ddr(f"{what}\n{listing}\n")
         return got
 
 

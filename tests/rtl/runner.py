@@ -21,7 +21,7 @@ from dlproc.processor.config import ProcessorConfig
 from dlproc.sim.verilator.build import cache_root
 from dlproc.sim.verilator.toolchain import verilator_env, verilator_version
 
-__all__ = ["CocotbBench"]
+__all__ = ["CocotbBench", "cocotb_cases", "case_filter"]
 
 #: Verilator flags of the cocotb builds: Amaranth's Verilog trips width lint warnings that are not errors.
 BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "-O2", "--x-assign", "fast",
@@ -100,3 +100,23 @@ class CocotbBench:
         total, failed = get_results(results)
         assert total > 0, f"no cocotb test of {module} ran (see {results})"
         assert failed == 0, f"{failed} of {total} cocotb tests of {module} failed (see the log above and {results})"
+
+
+def cocotb_cases(name: str, **parameters: list) -> list[str]:
+    """Names of the cases of a (parametrized) cocotb test, as cocotb prints them: ``name/a=1/b=False``.
+
+    Each case runs in a simulator of its own: buffers and DDR keep their contents between the cocotb tests of
+    one simulator run, while every test starts with a fresh golden model.
+    """
+    import itertools
+
+    keys = list(parameters)
+    return ["/".join([name, *(f"{k}={v}" for k, v in zip(keys, values, strict=True))])
+            for values in itertools.product(*(parameters[k] for k in keys))]
+
+
+def case_filter(case: str) -> str:
+    """The COCOTB_TEST_FILTER regular expression selecting exactly one case."""
+    import re
+
+    return rf"\.{re.escape(case)}$"

@@ -10,7 +10,7 @@ pytest.importorskip("cocotbext.axi")
 from dlproc.processor.config import ProcessorConfig  # noqa: E402
 
 from .benches import DmaBench  # noqa: E402
-from .runner import CocotbBench  # noqa: E402
+from .runner import CocotbBench, case_filter, cocotb_cases  # noqa: E402
 
 CONFIG = ProcessorConfig.preset("tiny_int8")
 
@@ -22,7 +22,11 @@ def dma_bench() -> CocotbBench:
     return bench
 
 
-@pytest.mark.parametrize("testcase", ["load_lengths_and_4k", "store_patterns_and_guards", "window_refusals",
-                                      "bus_errors", "fc_weight_stream"])
-def test_dma(dma_bench, tmp_path, testcase):
-    dma_bench.run("rtl.bench_dma", tmp_path, test_filter=rf"\.{testcase}(/|$)")
+GENERATORS = dict(idle=[False, True], backpressure=[False, True])
+CASES = [*cocotb_cases("load_lengths_and_4k", **GENERATORS), *cocotb_cases("store_patterns_and_guards", **GENERATORS),
+         "window_refusals", "bus_errors", *cocotb_cases("fc_weight_stream", backpressure=[False, True])]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dma(dma_bench, tmp_path, case):
+    dma_bench.run("rtl.bench_dma", tmp_path, test_filter=case_filter(case))

@@ -10,7 +10,7 @@ pytest.importorskip("cocotbext.axi")
 from dlproc.processor.config import ProcessorConfig  # noqa: E402
 
 from .benches import stub_processor  # noqa: E402
-from .runner import CocotbBench  # noqa: E402
+from .runner import CocotbBench, case_filter, cocotb_cases  # noqa: E402
 
 CONFIG = ProcessorConfig.preset("tiny_int8")
 
@@ -22,7 +22,10 @@ def top_bench() -> CocotbBench:
     return bench
 
 
-@pytest.mark.parametrize("testcase", ["register_map", "load_store_programs", "stops_and_errors", "bus_errors",
-                                      "random_programs"])
-def test_top(top_bench, tmp_path, testcase):
-    top_bench.run("rtl.bench_top", tmp_path, test_filter=rf"\.{testcase}(/|$)")
+CASES = ["register_map", *cocotb_cases("load_store_programs", idle=[False, True], backpressure=[False, True]),
+         "stops_and_errors", "bus_errors", *cocotb_cases("random_programs", backpressure=[False, True])]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_top(top_bench, tmp_path, case):
+    top_bench.run("rtl.bench_top", tmp_path, test_filter=case_filter(case))
