@@ -403,3 +403,23 @@ async def random_programs(dut, backpressure):
             got = await tb.run(words, addr, count=count, what=f"random {i}")
         outcomes.add(got["ERROR_CODE"])
     assert {ErrorCode.NONE, ErrorCode.DDR_WINDOW} <= outcomes, outcomes
+
+
+@cocotb.test()
+async def dma_throughput(dut):
+    """Cycles of one LOAD or STORE program as a function of its size: about one beat per cycle plus a constant."""
+    tb = await setup(dut)
+    await tb.use_window()
+    results = {}
+    for kind, beats in itertools.product(("load", "store"), (1, 16, 256, 1024)):
+        if kind == "load":
+            word = load(Buffer.INPUT, 0, 0x10000, beats * BEAT)
+        else:
+            word = store(0, 0x20000, n0=min(beats, CONFIG.acc_buffer_entries), n1=max(1, beats // 256), s1=1024)
+        got = await tb.run([word, END], 0x1000, what=f"{kind} {beats}", compare_events=False)
+        results[kind, beats] = got["CYCLES_LO"]
+    empty = await tb.run([END], 0x1000, what="END only", compare_events=False)
+    dut._log.info(f"cycles: END only {empty['CYCLES_LO']}, " + ", ".join(
+        f"{kind} {beats} beats {cycles}" for (kind, beats), cycles in results.items()))
+    for (_kind, beats), cycles in results.items():
+        assert cycles <= beats + 60, f"{beats} beats took {cycles} cycles"
