@@ -23,7 +23,8 @@ def top_bench() -> CocotbBench:
 
 
 CASES = ["register_map", *cocotb_cases("load_store_programs", idle=[False, True], backpressure=[False, True]),
-         "stops_and_errors", "bus_errors", "dma_throughput", *cocotb_cases("random_programs", backpressure=[False, True])]
+         "stops_and_errors", "bus_errors", "dma_throughput",
+         *cocotb_cases("random_programs", backpressure=[False, True])]
 
 
 @pytest.mark.parametrize("case", CASES)
