@@ -89,7 +89,7 @@ def random_layer(rng: random.Random, nrng: np.random.Generator, tb: TB, layer: i
 @cocotb.parametrize(backpressure=[False, True])
 async def random_layers(dut, backpressure):
     """Random small layers on the real engines, compared with the golden device (hazard check on)."""
-    tb = TB(dut, preloaded_output=False)
+    tb = TB(dut)
     tb.golden.check_hazards = True
     tb.set_generators(backpressure, backpressure)
     await tb.reset()

@@ -1,11 +1,11 @@
-"""cocotb bench of the whole processor (stub compute engine and fc unit) against the golden device.
+"""cocotb bench of the whole processor against the golden device: registers, programs, errors.
 
 The host side is cocotbext-axi's ``AxiLiteMaster`` on ``s_axil``; DDR is an ``AxiRam`` on ``m_axi`` (4 MiB,
 aliased by address modulo its size). The DDR window is moved to physical 0x4010_0000 (RAM offset 1 MiB) and
 sized 1 MiB through the registers, so the rest of the RAM is a guard area. Each program runs on the RTL and on
 :class:`~dlproc.sim.golden.GoldenDevice` with the same DDR image; STATUS, ERROR_CODE, ERROR_PC, PC, the event
 log and the whole RAM must agree. The output buffer starts with :func:`~rtl.benches.output_pattern` in both, so
-STORE has data to write; programs avoid GEMM/POST results (the stub engine computes nothing).
+STORE has data to write without GEMM/POST (``bench_system`` covers those).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Designs the cocotb benches are built from: the DMA engine with its buffers, and the processor with stubs.
+"""Designs the cocotb benches are built from: the DMA engine with its buffers, and the processor.
 
 :class:`DmaBench` puts :class:`~dlproc.processor.dma.DmaEngine` (behind the read-channel arbiter, as in the
 processor) next to the input, weight, parameter and output buffers. The test drives the command stream, the
@@ -18,9 +18,7 @@ from dlproc.processor.dma import AXI_CACHE, LOAD_ID, DmaEngine, ReadChannelArbit
 from dlproc.processor.isa import INSTRUCTION_BITS
 from dlproc.processor.top import DLProcessor
 
-from .stubs import StubComputeEngine, StubFcUnit
-
-__all__ = ["DmaBench", "output_pattern", "PEEK_BUFFERS", "stub_processor"]
+__all__ = ["DmaBench", "output_pattern", "PEEK_BUFFERS", "preloaded_processor"]
 
 #: Buffers readable through the DMA bench's ``peek`` port, by ``peek_buf`` value.
 PEEK_BUFFERS = ("input", "weight", "param")
@@ -107,9 +105,6 @@ class DmaBench(wiring.Component):
         return m
 
 
-def stub_processor(config: ProcessorConfig) -> DLProcessor:
-    """The processor with stub compute engine and fc unit, and the output buffer preloaded with the pattern."""
-    return DLProcessor(config=config, compute_engine=StubComputeEngine, fc_unit=StubFcUnit,
-                       buffer_init={"output": _output_init(config)})
-
-
+def preloaded_processor(config: ProcessorConfig) -> DLProcessor:
+    """The processor with its output buffer preloaded with :func:`output_pattern` (so STORE has data at once)."""
+    return DLProcessor(config=config, buffer_init={"output": _output_init(config)})
