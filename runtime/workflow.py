@@ -129,7 +129,9 @@ class Workflow:
         from dlproc.compiler.quantize import quantize
 
         if self.config.dtype != "int8":
-            raise CompileError(f"the {self.config.dtype} processor computes in floating point: no calibration needed")
+            # Deliberately an error, not a silent no-op: calibration data passed here would be ignored.
+            raise CompileError(f"the {self.config.dtype} processor computes in floating point: no calibration is "
+                               "needed, call Workflow.compile() directly")
         frames = self._frames(samples, "calibration data")
         stats = calibrate(self.float_graph, frames, method=method, percentile=percentile, **options)
         self.graph = quantize(copy.deepcopy(self.float_graph), stats)
@@ -143,7 +145,8 @@ class Workflow:
         if self.config.dtype == "int8" and self.graph is None:
             raise CompileError("the int8 processor needs a quantized network: call Workflow.calibrate(samples) "
                                "before compile()")
-        self.compiled = compile_graph(self.graph, self.config)
+        graph = self.graph if self.config.dtype == "int8" else self.float_graph  # fp32 compiles the float graph
+        self.compiled = compile_graph(graph, self.config)
         return self.compiled
 
     def deploy(self) -> Driver:
