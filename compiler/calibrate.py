@@ -1,18 +1,27 @@
 """Calibration: run the float graph over sample inputs and collect the range of every tensor.
 
-Two statistics are available:
+Three statistics choose the range ``(lo, hi)`` of each activation tensor:
 
 ``"minmax"``
-    the smallest and largest value seen;
+    the smallest and largest value seen. Nothing is clipped, but a single outlier stretches the int8 step of the whole
+    tensor (Gaussian data with an outlier at 50 sigma gets a step of 0.4 sigma: most values fall into a handful of
+    levels);
 ``"percentile"``
     the ``percentile`` of ``|x|`` over all values seen (from a histogram of 2048 bins whose range doubles as larger
-    values arrive), clipped to the min/max; it ignores rare outliers at the price of saturating them;
+    values arrive; the result is the upper edge of a bin), clipped to the min/max. Rare outliers (fewer than
+    ``100 - percentile`` percent of the values) saturate at the int8 limits and the bulk keeps a fine step;
 ``"entropy"``
     the clipping threshold of ``|x|`` whose 128-level quantization loses the least information (smallest
-    Kullback-Leibler divergence from the histogram, the TensorRT int8 calibration), clipped to the min/max.
+    Kullback-Leibler divergence from the histogram, the TensorRT int8 calibration), clipped to the min/max. On a
+    Gaussian bulk it settles near 4 to 5 sigma whatever the outliers, so it clips a small fraction (of the order of
+    1e-4) and has the lowest error on the bulk.
 
-The result maps each tensor name to ``(lo, hi)``; :func:`~.quantize.quantize` takes ``max(|lo|, |hi|)`` as the
-symmetric range.
+Both histogram methods resolve ``top / 2048`` with ``top`` the power of two above the largest magnitude: outliers a
+thousand times larger than the bulk leave the bulk a few bins, and the thresholds become coarse.
+
+The result, :class:`CalibrationStats`, maps each tensor name to the chosen ``(lo, hi)`` (:func:`~.quantize.quantize`
+takes ``max(|lo|, |hi|)`` as the symmetric range) and keeps what a report needs: the observed minimum and maximum,
+and a :class:`Log2Histogram` of every tensor.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 from .float_ref import HostRunner, run_layer
 from .graph import Graph
 
-__all__ = ["calibrate", "AbsHistogram"]
+__all__ = ["calibrate", "AbsHistogram", "Log2Histogram", "CalibrationStats"]
 
 
 class AbsHistogram:
@@ -89,6 +98,116 @@ class AbsHistogram:
         return (best + 0.5) * width
 
 
+class Log2Histogram:
+    """Histogram of ``|x|`` in logarithmic bins: ``sub`` bins per octave over ``[2**-64, 2**64)``, zeros apart.
+
+    Bin ``i`` counts the magnitudes in ``[2**(e / sub), 2**((e + 1) / sub))`` with ``e = i + LOW * sub``; smaller
+    non-zero magnitudes go to the first bin, larger ones to the last. The report draws it per octave and estimates
+    the clipped and the underflowing fraction of a tensor from it.
+
+    Parameters
+    ----------
+    sub : int
+        Bins per octave.
+    """
+
+    LOW, HIGH = -64, 64  #: octave range
+
+    def __init__(self, sub: int = 8):
+        self.sub = sub
+        self.counts = np.zeros((self.HIGH - self.LOW) * sub, np.int64)
+        self.zeros = 0
+        self.total = 0
+        self.peak = 0.0  #: largest magnitude seen
+
+    @classmethod
+    def of(cls, values: np.ndarray, sub: int = 8) -> Log2Histogram:
+        """The histogram of one array."""
+        hist = cls(sub)
+        hist.add(values)
+        return hist
+
+    def add(self, values: np.ndarray) -> None:
+        """Count the magnitudes of ``values``."""
+        mags = np.abs(np.asarray(values, np.float64)).reshape(-1)
+        if mags.size == 0:
+            return
+        self.total += mags.size
+        nonzero = mags[mags > 0]
+        self.zeros += mags.size - nonzero.size
+        if nonzero.size == 0:
+            return
+        self.peak = max(self.peak, float(nonzero.max()))
+        index = np.floor(np.log2(nonzero) * self.sub).astype(np.int64) - self.LOW * self.sub
+        self.counts += np.bincount(np.clip(index, 0, self.counts.size - 1), minlength=self.counts.size)
+
+    def edges(self) -> np.ndarray:
+        """The ``len(counts) + 1`` bin edges (magnitudes)."""
+        return 2.0 ** (np.arange(self.counts.size + 1) / self.sub + self.LOW)
+
+    def fraction_above(self, threshold: float) -> float:
+        """Estimated fraction of all values with ``|x| > threshold`` (exactly 0 when the largest magnitude is not
+        above it; within a bin, magnitudes are taken as spread evenly in ``log2``)."""
+        if self.total == 0 or threshold >= self.peak:
+            return 0.0
+        return self._count_beyond(threshold, above=True) / self.total
+
+    def fraction_below(self, threshold: float) -> float:
+        """Estimated fraction of all values with ``0 < |x| < threshold`` (same estimate as :meth:`fraction_above`)."""
+        if self.total == 0 or threshold <= 0:
+            return 0.0
+        if threshold > self.peak:
+            return (self.total - self.zeros) / self.total
+        return self._count_beyond(threshold, above=False) / self.total
+
+    def _count_beyond(self, threshold: float, *, above: bool) -> float:
+        pos = (np.log2(threshold) - self.LOW) * self.sub  # fractional bin index of the threshold
+        pos = float(np.clip(pos, 0, self.counts.size))
+        i = min(int(np.floor(pos)), self.counts.size - 1)
+        frac = pos - i  # part of bin i below the threshold
+        if above:
+            top = self.counts[i + 1:].sum() + self.counts[i] * (1.0 - frac)
+            return float(top)
+        return float(self.counts[:i].sum() + self.counts[i] * frac)
+
+    def octaves(self) -> tuple[np.ndarray, np.ndarray]:
+        """Counts per octave: ``(e, counts)`` for the octaves ``[2**e, 2**(e+1))`` from the smallest to the largest
+        non-empty one."""
+        per_octave = self.counts.reshape(-1, self.sub).sum(axis=1)
+        octaves = np.arange(self.LOW, self.HIGH)
+        used = np.flatnonzero(per_octave)
+        if used.size == 0:
+            return octaves[:0], per_octave[:0]
+        return octaves[used[0]:used[-1] + 1], per_octave[used[0]:used[-1] + 1]
+
+
+class CalibrationStats(dict):
+    """The chosen range ``(lo, hi)`` of every tensor (a ``dict``), with what the calibration saw.
+
+    Attributes
+    ----------
+    method : str
+        The range statistic (``"minmax"``, ``"percentile"``, ``"entropy"``).
+    percentile : float
+        The percentile of ``method="percentile"``.
+    samples : int
+        Number of calibration inputs.
+    observed : dict of str to (float, float)
+        The smallest and largest value seen per tensor.
+    histograms : dict of str to Log2Histogram
+        The magnitudes seen per tensor.
+    """
+
+    def __init__(self, ranges=(), *, method: str = "minmax", percentile: float = 99.99, samples: int = 0,
+                 observed: dict | None = None, histograms: dict | None = None):
+        super().__init__(ranges)
+        self.method = method
+        self.percentile = percentile
+        self.samples = samples
+        self.observed: dict[str, tuple[float, float]] = dict(observed or {})
+        self.histograms: dict[str, Log2Histogram] = dict(histograms or {})
+
+
 def _batches(samples: np.ndarray | Iterable[np.ndarray], batch_size: int, sample_shape: tuple[int, ...]):
     if isinstance(samples, np.ndarray):
         if samples.shape == sample_shape:
@@ -102,7 +221,7 @@ def _batches(samples: np.ndarray | Iterable[np.ndarray], batch_size: int, sample
 
 
 def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, method: str = "minmax",
-              percentile: float = 99.99, batch_size: int = 8) -> dict[str, tuple[float, float]]:
+              percentile: float = 99.99, batch_size: int = 8, progress: bool | None = None) -> CalibrationStats:
     """Collect the value range of every tensor of a float graph.
 
     Parameters
@@ -118,11 +237,13 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
         Percentile of ``|x|`` for ``method="percentile"``.
     batch_size : int
         Batch size when ``samples`` is one array.
+    progress : bool, optional
+        Show a progress bar (tqdm) over the samples; by default shown when there are more than 256 samples.
 
     Returns
     -------
-    dict of str to (float, float)
-        ``(lo, hi)`` per tensor of ``graph.tensors``.
+    CalibrationStats
+        ``(lo, hi)`` per tensor of ``graph.tensors``, with the observed ranges and histograms.
     """
     if method not in ("minmax", "percentile", "entropy"):
         raise ValueError(f"calibration method {method!r}; use 'minmax', 'percentile' or 'entropy'")
@@ -131,6 +252,7 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     hists: dict[str, AbsHistogram] = {}
+    logs: dict[str, Log2Histogram] = {}
     host = HostRunner(graph)
     shape = graph.tensors[graph.inputs[0]].onnx_shape[1:]
     seen = 0
@@ -139,30 +261,57 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
     def observe(name: str, value: np.ndarray) -> None:
         lo[name] = min(lo.get(name, np.inf), float(np.min(value)))
         hi[name] = max(hi.get(name, -np.inf), float(np.max(value)))
+        logs.setdefault(name, Log2Histogram()).add(value)
         if method != "minmax":
             hists.setdefault(name, AbsHistogram()).add(value)
 
-    for batch in _batches(samples, batch_size, shape):
-        if batch.shape[1:] != shape:
-            raise ValueError(f"calibration sample of shape {batch.shape[1:]}; the network takes {shape}")
-        seen += batch.shape[0]
-        values = {graph.inputs[0]: batch.astype(np.float64)}
-        observe(graph.inputs[0], values[graph.inputs[0]])
-        for index, layer in enumerate(graph.layers):
-            outs = run_layer(graph, layer, [values[v] for v in layer.inputs], host)
-            for name, value in zip(layer.outputs, outs, strict=True):
-                values[name] = value
-                if name in graph.tensors:
-                    observe(name, value)
-            for name in layer.inputs:  # free what no later layer reads (large feature maps, many samples)
-                if last_use[name] == index:
-                    values.pop(name, None)
+    total = _count(samples, shape)
+    bar = None
+    if progress or (progress is None and total is not None and total > 256):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"calibrating {graph.name}", unit="sample")
+    try:
+        for batch in _batches(samples, batch_size, shape):
+            if batch.shape[1:] != shape:
+                raise ValueError(f"calibration sample of shape {batch.shape[1:]}; the network takes {shape}")
+            seen += batch.shape[0]
+            values = {graph.inputs[0]: batch.astype(np.float64)}
+            observe(graph.inputs[0], values[graph.inputs[0]])
+            for index, layer in enumerate(graph.layers):
+                outs = run_layer(graph, layer, [values[v] for v in layer.inputs], host)
+                for name, value in zip(layer.outputs, outs, strict=True):
+                    values[name] = value
+                    if name in graph.tensors:
+                        observe(name, value)
+                for name in layer.inputs:  # free what no later layer reads (large feature maps, many samples)
+                    if last_use[name] == index:
+                        values.pop(name, None)
+            if bar is not None:
+                bar.update(batch.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
     if seen == 0:
         raise ValueError("calibration needs at least one sample")
+    observed = {k: (lo[k], hi[k]) for k in lo}
     if method == "minmax":
-        return {k: (lo[k], hi[k]) for k in lo}
-    stats = {}
-    for k in lo:
-        p = hists[k].percentile(percentile) if method == "percentile" else hists[k].entropy_threshold()
-        stats[k] = (max(lo[k], -p), min(hi[k], p))
-    return stats
+        ranges = observed
+    else:
+        ranges = {}
+        for k in lo:
+            p = hists[k].percentile(percentile) if method == "percentile" else hists[k].entropy_threshold()
+            ranges[k] = (max(lo[k], -p), min(hi[k], p))
+    return CalibrationStats(ranges, method=method, percentile=percentile, samples=seen, observed=observed,
+                            histograms=logs)
+
+
+def _count(samples, shape: tuple[int, ...]) -> int | None:
+    """Number of samples when it is known before iterating."""
+    if isinstance(samples, np.ndarray):
+        return 1 if samples.shape == shape else samples.shape[0]
+    try:
+        return sum(1 if np.shape(b) == shape else np.shape(b)[0] for b in samples) if isinstance(
+            samples, list | tuple) else None
+    except (TypeError, IndexError):
+        return None
