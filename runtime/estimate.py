@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from dlproc.compiler.codegen import END_MARK
 from dlproc.compiler.network import CompiledNetwork
+from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile
 
@@ -41,83 +42,137 @@ class DdrTiming:
 
 @dataclass(frozen=True)
 class TimingModel:
-    """Cycle costs of the processor's units (from the RTL).
+    """Cycle costs of the processor's units (from the RTL in ``processor/``).
 
     Attributes
     ----------
-    dispatch : int
-        Cycles the dispatcher spends per instruction (decode and legality check).
+    fetch_depth : int
+        Instruction prefetch FIFO depth (``FetchUnit``).
+    fetch_burst : int
+        Instructions per fetch burst; a burst is requested when the FIFO has room for all of it.
+    outstanding : int
+        AXI bursts in flight per direction (``dma.MAX_OUTSTANDING``).
     gemm_fill : int
-        GEMM/POST pipeline fill and drain cycles per instruction.
+        GEMM cycles beyond its steps (pipeline fill); ``gemm_finalize`` more when it post-processes.
+    post_fill : int
+        POST cycles beyond its entries.
     dma_setup : int
-        Cycles of a DMA instruction before its first address is issued.
-    burst_gap : int
-        Extra cycles per burst beyond its beats.
-    store_row : int
-        Extra cycles per STORE row (output-buffer read latency).
+        Cycles of a DMA instruction before its first burst is issued.
+    fc_fill : int
+        fc module pipeline cycles after its last weight beat.
+    start : int
+        Cycles from START to the first instruction fetch.
+    completion : int
+        Cycles after a burst's last beat (or write response) until it no longer counts as outstanding.
     fc_row : int
-        Extra cycles per fc output row.
+        fc module cycles per output row beyond its multiply-accumulates (row hand-over).
     """
 
-    dispatch: int = 1
-    gemm_fill: int = 6
-    dma_setup: int = 2
-    burst_gap: int = 0
-    store_row: int = 2
+    fetch_depth: int = 8
+    fetch_burst: int = 4
+    outstanding: int = 4
+    gemm_fill: int = 5
+    gemm_finalize: int = 4
+    post_fill: int = 9
+    dma_setup: int = 7
+    fc_fill: int = 5
+    start: int = 6
+    completion: int = 2
     fc_row: int = 1
 
 
-def _bursts(addr: int, length: int, beat: int) -> int:
-    """Bursts needed for ``length`` bytes at ``addr`` (max 256 beats, never crossing 4 KiB)."""
-    n = 0
+def _burst_lengths(addr: int, length: int, beat: int) -> list[int]:
+    """Beats of each burst for ``length`` bytes at ``addr`` (at most 256 beats, never crossing 4 KiB)."""
+    out = []
     end = addr + length
     while addr < end:
         room = min(4096 - addr % 4096, 256 * beat, end - addr)
+        out.append(room // beat)
         addr += room
-        n += 1
-    return n
+    return out
 
 
-def _durations(net: CompiledNetwork, timing: TimingModel, ddr: DdrTiming) -> list[tuple[Opcode, int, int]]:
-    """Per instruction: (opcode, engine cycles, MARK layer or -1)."""
-    c = net.config
+def _stream(bursts: list[int], latency: int, outstanding: int, rate: float, completion: int,
+            consume: list[float] | None = None, timeline: list | None = None) -> int:
+    """Cycles to move a sequence of bursts with at most ``outstanding`` in flight.
+
+    Burst ``j`` is issued one cycle after burst ``j-1`` and not before burst ``j-outstanding`` completed; its data
+    arrives ``latency`` cycles after issue and occupies the data channel for ``beats / rate`` cycles, or
+    ``consume[j]`` cycles when the consumer (the fc module) is slower.
+    """
+    issue = [0] * len(bursts)
+    done = [0] * len(bursts)
+    channel = 0.0
+    for j, beats in enumerate(bursts):
+        t = issue[j - 1] + 1 if j else 0
+        if j >= outstanding:
+            t = max(t, done[j - outstanding])
+        issue[j] = t
+        start = max(t + latency, channel)
+        channel = start + max(beats / rate, consume[j] if consume else 0.0)
+        done[j] = int(channel + 0.999) + completion
+    if timeline is not None:
+        timeline.extend((issue[j], done[j] - completion) for j in range(len(bursts)))
+    return done[-1] - completion if bursts else 0
+
+
+def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
+               ddr: DdrTiming) -> list[tuple[Opcode, int, int, list]]:
+    """Per instruction: (opcode, engine cycles from dispatch, MARK layer or -1, read bursts (issue, data end))."""
     isa = InstructionSet(c)
     beat = c.beat_bytes
     rate = ddr.beats_per_cycle
     out = []
-    for word in net.instructions():
+    for word in words:
         ins = isa.decode(word)
         op = ins.opcode
         f = ins.fields
+        reads: list = []
         if op == Opcode.LOAD:
-            beats = f["n1"] * f["n2"] * f["len0"] // beat
-            bursts = f["n1"] * f["n2"] * _bursts(f["ddr_addr"] % 4096, f["len0"], beat)
-            cyc = timing.dma_setup + ddr.read_latency + int(beats / rate) + bursts * timing.burst_gap
+            bursts = []
+            for i2 in range(f["n2"]):
+                for i1 in range(f["n1"]):
+                    bursts += _burst_lengths(f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"], f["len0"],
+                                             beat)
+            cyc = timing.dma_setup + _stream(bursts, ddr.read_latency, timing.outstanding, rate, timing.completion,
+                                             timeline=reads)
         elif op == Opcode.STORE:
             row_bytes = f["n0"] * c.input_entry_bytes
-            rows = f["n1"] * f["n2"]
-            beats = rows * row_bytes // beat
-            bursts = rows * _bursts(f["ddr_addr"] % 4096, row_bytes, beat)
-            cyc = (timing.dma_setup + int(beats / rate) + bursts * timing.burst_gap + rows * timing.store_row
-                   + ddr.write_latency)
+            bursts = []
+            for i2 in range(f["n2"]):
+                for i1 in range(f["n1"]):
+                    bursts += _burst_lengths(f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"], row_bytes,
+                                             beat)
+            # write data follows its address by a cycle; the response comes write_latency after the last beat
+            cyc = timing.dma_setup + _stream([b + 1 for b in bursts], ddr.write_latency, timing.outstanding, rate,
+                                             timing.completion)
         elif op == Opcode.FC:
             row_bytes = f["n_in"] * c.input_entry_bytes
-            beats = f["n_out"] * row_bytes // beat
-            compute = f["n_out"] * (f["n_in"] * c.conv_ic_lanes // c.fc_threads + timing.fc_row)
-            cyc = timing.dma_setup + ddr.read_latency + max(int(beats / rate), compute)
+            lanes = min(c.fc_threads, beat // c.element_bytes)
+            per_row = f["n_in"] * c.conv_ic_lanes / lanes
+            bursts, consume = [], []
+            for o in range(f["n_out"]):
+                rb = _burst_lengths(f["ddr_addr"] + o * f["row_stride"], row_bytes, beat)
+                bursts += rb
+                consume += [per_row * b * beat / row_bytes for b in rb]
+                consume[-1] += timing.fc_row
+            cyc = timing.dma_setup + timing.fc_fill + _stream(bursts, ddr.read_latency, timing.outstanding, rate,
+                                                              timing.completion, consume, timeline=reads)
         elif op == Opcode.GEMM:
-            cyc = f["r0"] * f["r1"] * f["r2"] * f["s0"] * f["s1"] + timing.gemm_fill
+            cyc = (f["r0"] * f["r1"] * f["r2"] * f["s0"] * f["s1"] + timing.gemm_fill
+                   + (timing.gemm_finalize if f["finalize"] else 0))
         elif op == Opcode.POST:
-            cyc = f["n"] + timing.gemm_fill
+            cyc = f["n"] + timing.post_fill
         else:
             cyc = 0
-        out.append((op, cyc, f.get("layer", -1) if op == Opcode.MARK else -1))
+        out.append((op, cyc, f.get("layer", -1) if op == Opcode.MARK else -1,
+                    [(timing.dma_setup + i, timing.dma_setup + d) for i, d in reads]))
     return out
 
 
-def program_cycles(net: CompiledNetwork, *, timing: TimingModel | None = None, ddr: DdrTiming | None = None,
-                   segment_start: int = 0, segment_count: int | None = None) -> tuple[int, list[tuple[int, int]]]:
-    """Replay (part of) the program through the timing model.
+def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingModel | None = None,
+                   ddr: DdrTiming | None = None) -> tuple[int, list[tuple[int, int]]]:
+    """Replay a program (from START to END) through the timing model.
 
     Returns
     -------
@@ -128,40 +183,43 @@ def program_cycles(net: CompiledNetwork, *, timing: TimingModel | None = None, d
     """
     timing = timing or TimingModel()
     ddr = ddr or DdrTiming()
-    durs = _cached_durations(net, timing, ddr)
-    end = len(durs) if segment_count is None else segment_start + segment_count
-    t = 0
+    prog = _durations(config, words, timing, ddr)
+    beats_per_instr = max(1, 32 // config.beat_bytes)
+    fb, depth = timing.fetch_burst, timing.fetch_depth
+    dispatched = [0] * len(prog)
+    avail = [0] * len(prog)
+    fetch_channel = timing.start
+    t = timing.start
     free = {"dma": 0, "compute": 0}
     events = []
-    for op, cyc, layer in durs[segment_start:end]:
-        t += timing.dispatch
+    reads: list[tuple[int, int]] = []  # absolute (issue, data end) of the DMA read bursts so far
+    for i, (op, cyc, layer, bursts) in enumerate(prog):
+        if i % fb == 0:  # the fetch burst holding instruction i: issued when the FIFO has room for it
+            room_at = dispatched[i + fb - depth - 1] if i + fb - depth - 1 >= 0 else 0
+            issue = max(room_at, fetch_channel - ddr.read_latency, timing.start)
+            # the read data channel is shared and in order: DMA read bursts issued earlier go first
+            queued = [end for iss, end in reads[-timing.outstanding * 2:] if iss < issue]
+            start = max(issue + ddr.read_latency, max(queued, default=0))
+            for j in range(i, min(i + fb, len(prog))):
+                avail[j] = start + (j - i + 1) * beats_per_instr
+            fetch_channel = avail[min(i + fb, len(prog)) - 1]
+        t = max(t + 1, avail[i])
         if op in (Opcode.LOAD, Opcode.STORE, Opcode.FC):
-            start = max(t, free["dma"])
-            free["dma"] = start + cyc
-            t = start
+            t = max(t, free["dma"])
+            free["dma"] = t + cyc
+            reads.extend((t + iss, t + end) for iss, end in bursts)
         elif op in (Opcode.GEMM, Opcode.POST):
-            start = max(t, free["compute"])
-            free["compute"] = start + cyc
-            t = start
+            t = max(t, free["compute"])
+            free["compute"] = t + cyc
         elif op in (Opcode.SYNC, Opcode.END):
             t = max(t, free["dma"], free["compute"])
             if op == Opcode.END:
+                dispatched[i] = t
                 break
         elif op == Opcode.MARK:
             events.append((layer, t))
+        dispatched[i] = t
     return t, events
-
-
-_CACHE: dict[tuple, list] = {}
-
-
-def _cached_durations(net: CompiledNetwork, timing: TimingModel, ddr: DdrTiming) -> list:
-    key = (id(net), net.instr_count, timing, ddr)
-    if key not in _CACHE:
-        if len(_CACHE) > 16:
-            _CACHE.clear()
-        _CACHE[key] = _durations(net, timing, ddr)
-    return _CACHE[key]
 
 
 def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = None,
@@ -187,8 +245,8 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
     for seg in net.segments:
         if seg.kind != "hw":
             continue
-        cycles, events = program_cycles(net, timing=timing, ddr=ddr, segment_start=seg.start,
-                                        segment_count=seg.count)
+        words = net.instructions()[seg.start:seg.start + seg.count]
+        cycles, events = program_cycles(net.config, words, timing=timing, ddr=ddr)
         total += cycles
         for (lid, cyc), (_n, ncyc) in zip(events, events[1:], strict=False):
             if lid != END_MARK:
