@@ -125,8 +125,7 @@ class ReadChannelArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi = self.axi
-        m.d.comb += [axi.arsize.eq(_log2(self._config.beat_bytes)), axi.arburst.eq(BURST_INCR),
-                     axi.arcache.eq(AXI_CACHE), axi.arprot.eq(0)]
+        m.d.comb += [axi.arburst.eq(BURST_INCR), axi.arcache.eq(AXI_CACHE), axi.arprot.eq(0)]
 
         free = Signal()
         m.d.comb += free.eq(~axi.arvalid | axi.arready)
@@ -135,11 +134,13 @@ class ReadChannelArbiter(wiring.Component):
             with m.If(self.fetch_ar.valid):
                 m.d.comb += self.fetch_ar.ready.eq(1)
                 m.d.sync += [axi.arvalid.eq(1), axi.araddr.eq(self.fetch_ar.payload.addr),
-                             axi.arlen.eq(self.fetch_ar.payload.len), axi.arid.eq(self.fetch_ar.payload.id)]
+                             axi.arlen.eq(self.fetch_ar.payload.len), axi.arsize.eq(self.fetch_ar.payload.size),
+                             axi.arid.eq(self.fetch_ar.payload.id)]
             with m.Elif(self.dma_ar.valid):
                 m.d.comb += self.dma_ar.ready.eq(1)
                 m.d.sync += [axi.arvalid.eq(1), axi.araddr.eq(self.dma_ar.payload.addr),
-                             axi.arlen.eq(self.dma_ar.payload.len), axi.arid.eq(self.dma_ar.payload.id)]
+                             axi.arlen.eq(self.dma_ar.payload.len), axi.arsize.eq(self.dma_ar.payload.size),
+                             axi.arid.eq(self.dma_ar.payload.id)]
 
         to_fetch = Signal()
         to_dma = Signal()
@@ -284,7 +285,7 @@ class DmaEngine(wiring.Component):
         req_addr = Signal(self._config.axi_addr_width)
         req_beats = Signal(range(MAX_BURST_BEATS + 1))
         m.d.comb += [self.ar.payload.addr.eq(req_addr), self.ar.payload.len.eq(req_beats - 1),
-                     self.ar.payload.id.eq(Mux(is_fc, FC_ID, LOAD_ID)),
+                     self.ar.payload.size.eq(beat_log2), self.ar.payload.id.eq(Mux(is_fc, FC_ID, LOAD_ID)),
                      self.aw.payload.addr.eq(req_addr), self.aw.payload.len.eq(req_beats - 1)]
 
         phys_low = Signal(12)

@@ -12,6 +12,9 @@ instruction fetch. Each FIFO entry is one instruction word plus a fault code:
 
 A START flushes the FIFO; read data of bursts issued before it (a previous, stopped run) is drained and dropped
 before the first new request, so a run never sees a stale word.
+
+On a 512-bit bus (wider than an instruction) the fetch bursts are narrow: ARSIZE selects 32-byte beats, each in
+the byte lanes of its own address, so one beat still carries exactly one instruction.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
@@ -35,7 +38,7 @@ class FetchedLayout(data.StructLayout):
 
 
 class ReadRequestLayout(data.StructLayout):
-    """An AXI read burst request: physical address, ``len`` (beats - 1) and the AXI ID.
+    """An AXI read burst request: physical address, ``len`` (beats - 1), ``size`` (log2 bytes per beat), AXI ID.
 
     Parameters
     ----------
@@ -46,7 +49,8 @@ class ReadRequestLayout(data.StructLayout):
     """
 
     def __init__(self, addr_width: int, id_width: int):
-        super().__init__({"addr": unsigned(addr_width), "len": unsigned(8), "id": unsigned(id_width)})
+        super().__init__({"addr": unsigned(addr_width), "len": unsigned(8), "size": unsigned(3),
+                          "id": unsigned(id_width)})
 
 
 class ReadBeatLayout(data.StructLayout):
@@ -102,10 +106,7 @@ class FetchUnit(wiring.Component):
                  id_width: int = 4):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
-        if config.axi_data_width > INSTRUCTION_BITS:
-            raise NotImplementedError(f"instruction fetch over a {config.axi_data_width}-bit AXI bus (wider than an "
-                                      f"instruction) is not implemented; use axi_data_width <= {INSTRUCTION_BITS}")
-        beats = INSTRUCTION_BITS // config.axi_data_width
+        beats = max(1, INSTRUCTION_BITS // config.axi_data_width)
         if not isinstance(burst_instructions, int) or not 1 <= burst_instructions * beats <= 256:
             raise ValueError(f"burst_instructions must make a burst of 1 to 256 beats, not {burst_instructions!r}")
         if not isinstance(depth, int) or depth < burst_instructions:
@@ -130,8 +131,12 @@ class FetchUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        dw = cfg.axi_data_width
+        # A bus wider than an instruction is read with narrow (32-byte) beats: beat k of a burst carries the
+        # instruction in the byte lanes of its address, which alternate between the halves of a 512-bit word.
+        dw = min(cfg.axi_data_width, INSTRUCTION_BITS)
         beats_per_instr = INSTRUCTION_BITS // dw
+        lanes = cfg.axi_data_width // dw
+        lane = Signal(range(max(2, lanes)))     # which 256-bit lane the next beat uses (wide buses only)
         burst = self._burst
 
         m.submodules.fifo = fifo = ResetInserter(self.start)(
@@ -169,6 +174,7 @@ class FetchUnit(wiring.Component):
         req_instrs = Signal(range(burst + 1))
         m.d.comb += [self.ar.payload.addr.eq(req_addr),
                      self.ar.payload.len.eq(req_instrs * beats_per_instr - 1),
+                     self.ar.payload.size.eq((dw // 8).bit_length() - 1),
                      self.ar.payload.id.eq(self._fetch_id)]
 
         # ------------------------------------------------------------------ read data: assemble words
@@ -180,7 +186,11 @@ class FetchUnit(wiring.Component):
         word_error = Signal()
         push = Signal()      # whether assembled words go into the FIFO (only in the current run)
         m.d.comb += self.r.ready.eq(1)
-        if beats_per_instr == 1:
+        if lanes > 1:
+            m.d.comb += word.eq(self.r.payload.data.word_select(lane, INSTRUCTION_BITS))
+            with m.If(self.r.valid):
+                m.d.sync += lane.eq(lane + 1)
+        elif beats_per_instr == 1:
             m.d.comb += word.eq(self.r.payload.data)
         else:
             m.d.comb += word.eq(Cat(assembly[dw:], self.r.payload.data))
@@ -218,6 +228,8 @@ class FetchUnit(wiring.Component):
             with m.State("DRAIN"):
                 # Bursts of an earlier run may still be answered: drop their data first.
                 with m.If(in_flight == 0):
+                    if lanes > 1:
+                        m.d.sync += lane.eq((base + next_off)[5:5 + (lanes - 1).bit_length()])
                     m.next = "PLAN"
                 on_start()
             with m.State("PLAN"):
