@@ -173,8 +173,11 @@ def parse_nextpnr_report(text: str) -> tuple[dict[str, tuple[int, int]], float |
     section = text.rsplit("Device utilisation:", 1)[-1] if "Device utilisation:" in text else ""
     for match in re.finditer(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)", section, re.M):
         util.setdefault(match.group(1), (int(match.group(2)), int(match.group(3))))
-    fmaxes = [float(f) for f in re.findall(r"Max frequency for clock\s+'[^']*':\s*([\d.]+) MHz", text)]
-    return util, (min(fmaxes[-2:]) if fmaxes else None)
+    # nextpnr reports each clock after placement and again after routing: the last figure per clock counts.
+    fmax: dict[str, float] = {}
+    for clock, mhz in re.findall(r"Max frequency for clock\s+'([^']*)':\s*([\d.]+) MHz", text):
+        fmax[clock] = float(mhz)
+    return util, (min(fmax.values()) if fmax else None)
 
 
 def build_ecp5(config: ProcessorConfig | None = None, build_dir: str | Path = "build/ecp5", *,
@@ -216,7 +219,8 @@ def build_ecp5(config: ProcessorConfig | None = None, build_dir: str | Path = "b
     platform = ULX3S_85F_Platform()
     start = time.monotonic()
     plan = platform.prepare(ProcessorExerciser(top(config)), name="top",
-                            nextpnr_opts=f"--seed {seed}")
+                            # Report timing instead of failing on it: the result says fmax either way.
+                            nextpnr_opts=f"--seed {seed} --timing-allow-fail")
     build_path = Path(build_dir)
     try:
         products = plan.execute_local(str(build_path), env=yowasp_environment(env))
