@@ -20,7 +20,24 @@ compute engine and for no FC to be running. SYNC waits until everything is idle;
 in the event log; END waits until everything is idle and sets DONE. An illegal word, a fetch fault or reaching
 ``INSTR_COUNT`` stops the issue; the processor then waits until the engines are idle and sets ERROR. A DMA
 error always belongs to an older instruction than the one being dispatched, so it takes precedence and its
-instruction index becomes ``ERROR_PC``.
+instruction index becomes ``ERROR_PC`` (and events of MARKs dispatched after it are dropped from the log, so the
+log matches the golden model's).
+
+Timing model (cycles of the processor clock, ``B`` = bytes per AXI beat, ``L`` = DDR read latency from AR
+handshake to first R beat; measured in ``tests/rtl/bench_top.py::dma_throughput`` with ``L`` of about 3):
+
+* Dispatch: an instruction leaves the fetch FIFO in one cycle (its legality is registered on the way) and is
+  issued in the next, so at best one instruction every 2 cycles. Fetch reads bursts of 4 instructions
+  (``4 * 32 / B`` beats) whenever the 8-entry FIFO has room for them; at ``32 / B`` cycles per instruction it
+  keeps up with the dispatcher for ``B >= 16`` and limits runs of short instructions on narrower buses. An
+  empty program ``[END]`` takes 16 cycles from START to DONE on the 32-bit bench.
+* LOAD / STORE of ``n`` chunks of ``c`` bytes: one beat per cycle once streaming, bursts of up to 256 beats with
+  up to 4 outstanding per direction, so about ``n * c / B + L + 7`` cycles when chunks are long; each chunk
+  costs a window check and each burst 2 planner cycles, so chunks shorter than 3 beats run at one chunk per 3
+  cycles. Measured on the 32-bit bench: LOAD of 1/16/256/1024 beats = 10/25/265/1033 cycles more than
+  ``[END]``, STORE 11/26/266/1034 (a STORE ends with its last B response).
+* FC: window check of the last row (2 cycles) and the fc unit's command, then the rows stream as above; the fc
+  unit takes ``fc_threads`` weights per cycle and back-pressures R when that is slower than the bus.
 """
 
 from collections.abc import Callable
