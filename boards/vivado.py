@@ -236,8 +236,8 @@ def _dlproc_version() -> str:
         return "dev"
 
 
-def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, *, board: str = "zcu102",
-                     run: bool | None = None, verilog: str | None = None) -> BuildPlan:
+def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: str = "zcu102",
+                     run: bool | None = None, *, verilog: str | None = None) -> BuildPlan:
     """Write the Vivado project plan of a processor for a board, and run it if Vivado is available.
 
     Parameters
