@@ -120,6 +120,92 @@ def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(t, lo), hi).astype(np.int8)
 
 
+# ---------------------------------------------------------------------------------------------- binary32 arithmetic
+#: The NaN every fp32 unit outputs.
+CANONICAL_NAN = 0x7FC0_0000
+_MIN_NORMAL = 2.0 ** -126
+#: Products at least this close to 2**-126 round up to it (24-bit rounding with an unbounded exponent).
+_ROUNDS_TO_MIN_NORMAL = 2.0 ** -126 - 2.0 ** -151
+
+
+def f32_sanitize(x: np.ndarray) -> np.ndarray:
+    """Subnormals flushed to signed zeros and NaNs made canonical (float32 in, float32 out)."""
+    bits = np.asarray(x, np.float32).view(np.uint32)
+    exp = (bits >> 23) & 0xFF
+    out = np.where(exp == 0, bits & np.uint32(0x8000_0000), bits)
+    out = np.where((exp == 0xFF) & (bits & 0x7F_FFFF != 0), np.uint32(CANONICAL_NAN), out)
+    return out.astype(np.uint32).view(np.float32)
+
+
+def _f32_finish(r: np.ndarray) -> np.ndarray:
+    """Flush a correctly rounded float32 result whose magnitude is below 2**-126 and canonicalize NaN."""
+    r = np.asarray(r, np.float32)
+    r = np.where(np.abs(r) < _MIN_NORMAL, np.copysign(np.float32(0), r), r).astype(np.float32)
+    return f32_sanitize(r)
+
+
+def f32_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """binary32 ``a + b`` as the fp32 processor computes it (``docs/numerics.md``; ``processor/fp32.py``).
+
+    Round to nearest even; subnormal inputs and outputs flushed to signed zeros; canonical NaN. A sum of two
+    normal numbers that lands below ``2**-126`` is exact (a multiple of ``2**-149``), so flushing numpy's IEEE result
+    equals the hardware's round-then-flush.
+    """
+    with np.errstate(all="ignore"):
+        return _f32_finish(f32_sanitize(a) + f32_sanitize(b))
+
+
+def f32_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """binary32 ``a * b`` as the fp32 processor computes it.
+
+    The product of two binary32 numbers is exact in float64, so converting it to float32 rounds once (to nearest
+    even). Below ``2**-126`` the hardware rounds to 24 bits with an unbounded exponent and then flushes: the result is
+    ``+-2**-126`` when the product rounds up to it, else a signed zero.
+    """
+    with np.errstate(all="ignore"):
+        p = f32_sanitize(a).astype(np.float64) * f32_sanitize(b).astype(np.float64)
+        r = p.astype(np.float32)
+        mag = np.abs(p)
+        tiny = np.where(mag >= _ROUNDS_TO_MIN_NORMAL, np.copysign(_MIN_NORMAL, p), np.copysign(0.0, p))
+        r = np.where(mag < _MIN_NORMAL, tiny.astype(np.float32), r)
+    return _f32_finish(r)
+
+
+def _f32_key(x: np.ndarray) -> np.ndarray:
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return np.where(bits >> 31 != 0, ~bits & 0xFFFF_FFFF, bits | 0x8000_0000)
+
+
+def f32_order_key(x: np.ndarray) -> np.ndarray:
+    """Integer keys ordering binary32 values numerically with ``-0 < +0`` (NaNs excluded)."""
+    return _f32_key(x)
+
+
+def f32_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``max(a, b)`` after flushing; ``-0 < +0``; NaN if either is NaN (canonical)."""
+    a, b = f32_sanitize(a), f32_sanitize(b)
+    out = np.where(_f32_key(b) > _f32_key(a), b, a)
+    return np.where(np.isnan(a) | np.isnan(b), np.uint32(CANONICAL_NAN).view(np.float32), out).astype(np.float32)
+
+
+def f32_tree_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Balanced pairwise sum along ``axis`` in lane order: ``((x0+x1)+(x2+x3))+...``, an odd last term passing up a
+    level unchanged; every addition is :func:`f32_add`. This is the adder tree of the dot products."""
+    terms = [np.take(x, i, axis=axis) for i in range(np.shape(x)[axis])]
+    while len(terms) > 1:
+        terms = [f32_add(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def f32_clamp(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``min(max(y, lo), hi)`` on order keys (``hi`` wins when ``lo > hi``); a NaN ``y`` stays NaN."""
+    y = np.asarray(y, np.float32)
+    lo, hi = np.broadcast_to(lo, y.shape).astype(np.float32), np.broadcast_to(hi, y.shape).astype(np.float32)
+    t = np.where(_f32_key(y) < _f32_key(lo), lo, y)
+    t = np.where(_f32_key(t) > _f32_key(hi), hi, t)
+    return np.where(np.isnan(y), y, t).astype(np.float32)
+
+
 class GoldenModel:
     """The processor's buffers and an interpreter for its instruction stream.
 
