@@ -89,6 +89,8 @@ class AbsHistogram:
             sums = np.bincount(level, weights=counts[:i], minlength=levels)
             spread = np.bincount(level, weights=nonzero, minlength=levels)
             q = np.where(nonzero, sums[level] / np.maximum(spread[level], 1), 0.0)
+            if q.sum() == 0:  # every bin of the clipped histogram is empty: nothing to compare
+                continue
             p /= p.sum()
             q /= q.sum()
             mask = p > 0

@@ -20,6 +20,10 @@ kinds that :func:`~.fusion.fuse` removes (:data:`FRONTEND_OPS`):
     Identity, Dropout (inference), and reshapes that keep the ``(C, H, W)`` layout (``[1, C]`` <-> ``[1, C, 1, 1]``);
     removed.
 
+A QDQ model (``QuantizeLinear -> DequantizeLinear`` pairs, dequantized constant weights) is stripped first by
+:func:`~.qdq.strip_qdq`: the pairs become Identity nodes, their scales the :attr:`~.graph.TensorInfo.scale` of the
+tensors, and the weight scales ``attrs["weight_scale"]`` of the conv/fc layers.
+
 Operators without a handler become ``host`` layers that keep their ONNX node (executed with ``onnx.reference`` by
 the runtime), unless even that is impossible (control flow, custom domains), which raises
 :class:`~.errors.UnsupportedOperatorError`.
@@ -41,6 +45,7 @@ from onnx.reference import ReferenceEvaluator
 from .errors import ModelError, OpsetError, ShapeError, UnsupportedOperatorError
 from .fusion import fuse as run_fusion
 from .graph import Activation, Graph, Layer, TensorInfo
+from .qdq import strip_qdq
 
 __all__ = ["load_onnx", "SUPPORTED_OPS", "FRONTEND_OPS", "MIN_OPSET", "MAX_OPSET", "chw_shape"]
 
@@ -730,6 +735,7 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
                          "takes a float32 image")
     _fix_batch(proto, image)
     _name_nodes(proto.graph)
+    qdq = strip_qdq(proto)  # a QDQ model: activation Q/DQ pairs become Identity, their scales are kept
     proto, shapes, types, consts = _fold_constants(proto, opset)
     g = proto.graph
     ctx = _Context(opset, shapes, consts)
@@ -757,6 +763,10 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
                 raise ModelError(f"node {name!r} ({node.op_type}): unknown attribute(s) {unknown}; "
                                  f"{node.op_type} accepts {sorted(accepted)}")
             layer = handler(ctx, node, **attrs)
+            if qdq and layer.op in ("conv", "fc"):
+                weight_scale = qdq.weight_scale(layer, node)
+                if weight_scale is not None:
+                    layer.attrs["weight_scale"] = weight_scale
         layers.append(layer)
     for out in graph_outputs:
         if out in consts:
@@ -775,7 +785,8 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
         if elem != onnx.TensorProto.FLOAT:
             raise ShapeError(f"tensor {name!r} has type {onnx.TensorProto.DataType.Name(elem)}; activations between "
                              "layers must be float32")
-        tensors[name] = TensorInfo(name, chw_shape(shapes[name]), tuple(shapes[name]))
+        tensors[name] = TensorInfo(name, chw_shape(shapes[name]), tuple(shapes[name]),
+                                   scale=qdq.activations.get(name))
     used = {v for layer in layers for n in layer.onnx_nodes for v in n.input}
     initializers = {k: v for k, v in consts.items() if k in used}
     graph = Graph(name=g.name or "model", inputs=[image], outputs=graph_outputs, tensors=tensors, layers=layers,

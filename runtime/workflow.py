@@ -15,6 +15,7 @@ All three run the same register-level :class:`~dlproc.runtime.driver.Driver`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,8 @@ class Workflow:
         return arr
 
     # ------------------------------------------------------------------ steps
-    def calibrate(self, samples: Any, *, method: str = "minmax", percentile: float = 99.99, **options: Any):
+    def calibrate(self, samples: Any, *, method: str = "minmax", percentile: float = 99.99, per_channel: bool = True,
+                  scale_mode: str = "fixed", progress: bool | None = None, **options: Any):
         """Observe activation ranges on representative inputs and quantize the network to int8.
 
         Parameters
@@ -119,12 +121,28 @@ class Workflow:
         samples : array_like
             float32 ``[N, *input_shape]``.
         method : {"minmax", "percentile", "entropy"}
-            Activation range selection.
+            Activation range selection (see ``docs/quantization.md``).
+        percentile : float
+            The percentile of ``|x|`` for ``method="percentile"``.
+        per_channel : bool
+            One weight scale per output channel (else one per layer).
+        scale_mode : {"fixed", "pow2"}
+            Fixed-point requantization multipliers, or power-of-two scales (shift-only requantization).
+        progress : bool, optional
+            Progress bar over the samples (default: when there are more than 256).
 
         Returns
         -------
         QuantizationReport
+            ``print`` it for the per-layer table; ``plot_histograms(directory)`` draws the histograms.
+
+        Notes
+        -----
+        A QDQ model (quantized elsewhere) keeps its own scales: calibration only measures the tensors it has no scale
+        for, and is skipped (with a warning) when it has them all.
         """
+        import warnings
+
         from dlproc.compiler.calibrate import calibrate
         from dlproc.compiler.quantize import quantize
 
@@ -133,18 +151,44 @@ class Workflow:
             raise CompileError(f"the {self.config.dtype} processor computes in floating point: no calibration is "
                                "needed, call Workflow.compile() directly")
         frames = self._frames(samples, "calibration data")
-        stats = calibrate(self.float_graph, frames, method=method, percentile=percentile, **options)
-        self.graph = quantize(copy.deepcopy(self.float_graph), stats)
+        stats = None
+        if self.imported_scales and not self._missing_scales():
+            warnings.warn(f"{self.float_graph.name!r} is a QDQ model with a scale for every tensor: it keeps them and "
+                          "calibration is skipped", UserWarning, stacklevel=2)
+        else:
+            stats = calibrate(self.float_graph, frames, method=method, percentile=percentile, progress=progress,
+                              **options)
+        self.graph = quantize(copy.deepcopy(self.float_graph), stats or {}, per_channel=per_channel,
+                              scale_mode=scale_mode)
         self.calibration = stats
         self.compiled = None
         report_cls = _report_class()
-        return report_cls(self.graph, stats) if report_cls else stats
+        if report_cls is None:
+            return stats
+        return report_cls(self.graph, stats, method=None if stats else "imported from the QDQ model",
+                          per_channel=per_channel, scale_mode=scale_mode)
+
+    @property
+    def imported_scales(self) -> bool:
+        """Whether the network is a QDQ model that brought its own activation scales."""
+        return any(t.scale is not None for t in self.float_graph.tensors.values())
+
+    def _missing_scales(self) -> list[str]:
+        return [name for name, t in self.float_graph.tensors.items() if t.scale is None]
 
     def compile(self) -> CompiledNetwork:
         """Map the network onto the processor: returns the :class:`CompiledNetwork` (``print`` it for the report)."""
         if self.config.dtype == "int8" and self.graph is None:
-            raise CompileError("the int8 processor needs a quantized network: call Workflow.calibrate(samples) "
-                               "before compile()")
+            if self.imported_scales and not self._missing_scales():
+                from dlproc.compiler.quantize import quantize
+
+                self.graph = quantize(self.float_graph, {})
+            elif self.imported_scales:
+                raise CompileError(f"the QDQ model has no scale for the tensors {self._missing_scales()}: call "
+                                   "Workflow.calibrate(samples) to measure them")
+            else:
+                raise CompileError("the int8 processor needs a quantized network: call Workflow.calibrate(samples) "
+                                   "before compile()")
         graph = self.graph if self.config.dtype == "int8" else self.float_graph  # fp32 compiles the float graph
         self.compiled = compile_graph(graph, self.config)
         return self.compiled
@@ -210,6 +254,90 @@ class Workflow:
         if self._driver is None or self._driver.network is not self.compiled:
             self.deploy()
         return self._driver.infer(frames[0], keep_int=True)[2]
+
+    def validate(self, x: Any, labels: Any = None, metric: Callable | None = None, *, batch_size: int = 64,
+                 progress: bool = False):
+        """Compare the quantized network on this workflow's target with the float network.
+
+        The float network is the original ONNX model evaluated by ``onnx.reference`` (for a QDQ model, that is its
+        own simulated quantization).
+
+        Parameters
+        ----------
+        x : array_like
+            ``[N, *input_shape]`` float32 inputs.
+        labels : array_like, optional
+            ``[N]`` class indices: top-1 accuracy (argmax of the first output) of both networks.
+        metric : callable, optional
+            ``metric(outputs, labels) -> float`` with ``outputs`` as :meth:`predict` returns them; evaluated for both
+            networks.
+        batch_size : int
+            Frames per ``onnx.reference`` call when the model's batch axis is not fixed.
+        progress : bool
+            Progress bar over the frames on the target.
+
+        Returns
+        -------
+        ValidationResult
+            ``print`` it for the table: accuracies, top-1 agreement, and per output the max/mean absolute error,
+            cosine similarity and SQNR.
+        """
+        from dlproc.compiler.report import ValidationResult
+
+        frames = self._frames(x, "validation data")
+        if labels is not None:
+            labels = np.asarray(labels).reshape(-1)
+            if labels.shape[0] != frames.shape[0]:
+                raise ShapeError(f"{labels.shape[0]} labels for {frames.shape[0]} validation frames")
+        reference = self._float_outputs(frames, batch_size)
+        quantized = self.predict(frames, progress=progress)
+        quantized = [quantized] if isinstance(quantized, np.ndarray) else list(quantized)
+        names = list(self.float_graph.outputs)
+        return ValidationResult.compare(dict(zip(names, reference, strict=True)),
+                                        dict(zip(names, quantized, strict=True)), labels=labels, metric=metric,
+                                        target=self.target)
+
+    def _float_outputs(self, frames: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        """The original model's outputs under ``onnx.reference``, in ONNX output order."""
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        model = self.source if isinstance(self.source, onnx.ModelProto) else onnx.load(str(self.source))
+        session = ReferenceEvaluator(model)
+        dims = model.graph.input[[vi.name for vi in model.graph.input].index(self.input_name)]
+        batch_dim = dims.type.tensor_type.shape.dim[0]
+        step = 1 if batch_dim.HasField("dim_value") and batch_dim.dim_value == 1 else max(1, batch_size)
+        outs: list[list[np.ndarray]] = []
+        for i in range(0, frames.shape[0], step):
+            result = session.run(None, {self.input_name: frames[i:i + step]})
+            outs.append([np.asarray(r) for r in result])
+        return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
+
+    def export_qdq(self, path: str | Path | None = None, *, batch: int | str = 1):
+        """Write the quantized network as a QDQ ONNX model that reproduces the processor's int8 results under
+        ``onnx.reference`` (see ``docs/quantization.md``).
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            Where to save it.
+        batch : int or str
+            The model's batch axis (a name makes it symbolic).
+
+        Returns
+        -------
+        onnx.ModelProto
+        """
+        from dlproc.compiler.qdq import export_qdq
+
+        if self.graph is None:
+            if self.imported_scales and not self._missing_scales():
+                from dlproc.compiler.quantize import quantize
+
+                self.graph = quantize(self.float_graph, {})
+            else:
+                raise CompileError("nothing to export yet: call Workflow.calibrate(samples) first")
+        return export_qdq(self.graph, path, batch=batch)
 
     def estimate_performance(self) -> Profile:
         """Predict per-layer cycles, latency and frames/s without simulating (see ``dlproc.runtime.estimate``)."""
