@@ -40,8 +40,6 @@ handshake to first R beat; measured in ``tests/rtl/bench_top.py::dma_throughput`
   unit takes ``fc_threads`` weights per cycle and back-pressures R when that is slower than the bus.
 """
 
-from collections.abc import Callable
-
 from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -52,6 +50,8 @@ from .checker import ERROR_CODE_SHAPE, InstructionChecker
 from .config import ProcessorConfig
 from .csr import EVENT_LAYER_BITS, ControlRegisters
 from .dma import AXI_CACHE, LOAD_ID, DmaEngine, ReadChannelArbiter
+from .engine import ComputeEngine
+from .fc import FcUnit
 from .fetch import FetchedLayout, FetchUnit
 from .isa import INSTRUCTION_BITS, ErrorCode, InstructionSet, Opcode
 
@@ -219,16 +219,6 @@ class Dispatcher(wiring.Component):
         return m
 
 
-def _default_engine(config: ProcessorConfig) -> wiring.Component:
-    from .engine import ComputeEngine
-    return ComputeEngine(config=config)
-
-
-def _default_fc_unit(config: ProcessorConfig) -> wiring.Component:
-    from .fc import FcUnit
-    return FcUnit(config=config)
-
-
 class DLProcessor(wiring.Component):
     """The deep learning processor: an AXI4-Lite register slave, an AXI4 master to DDR and an interrupt.
 
@@ -236,10 +226,6 @@ class DLProcessor(wiring.Component):
     ----------
     config : ProcessorConfig
         The processor configuration.
-    compute_engine, fc_unit : callable, optional
-        Factories ``f(config) -> Component`` for the compute engine and the fc unit (default:
-        :class:`~.engine.ComputeEngine` and :class:`~.fc.FcUnit`). Test benches pass stand-ins with the same
-        members.
     buffer_init : dict of str to list of int, optional
         Initial rows of the buffers by name (simulation only; hardware buffers start at zero).
 
@@ -253,15 +239,10 @@ class DLProcessor(wiring.Component):
         ``IRQ_EN & (DONE | ERROR)``.
     """
 
-    def __init__(self, *, config: ProcessorConfig,
-                 compute_engine: Callable[[ProcessorConfig], wiring.Component] | None = None,
-                 fc_unit: Callable[[ProcessorConfig], wiring.Component] | None = None,
-                 buffer_init: dict | None = None):
+    def __init__(self, *, config: ProcessorConfig, buffer_init: dict | None = None):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         self._config = config
-        self._engine_factory = compute_engine or _default_engine
-        self._fc_factory = fc_unit or _default_fc_unit
         self._buffer_init = dict(buffer_init or {})
         super().__init__({
             "s_axil": In(AxiLiteSignature()),
@@ -285,9 +266,9 @@ class DLProcessor(wiring.Component):
         m.submodules.dispatch = dispatch = Dispatcher(config=cfg)
         m.submodules.rd_arb = rd_arb = ReadChannelArbiter(config=cfg)
         m.submodules.dma = dma = DmaEngine(config=cfg)
-        m.submodules.engine = engine = self._engine_factory(cfg)
+        m.submodules.engine = engine = ComputeEngine(config=cfg)
         fc_reset = Signal()
-        fc = self._fc_factory(cfg)
+        fc = FcUnit(config=cfg)
         m.submodules.fc = ResetInserter(fc_reset)(fc)
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
