@@ -279,7 +279,9 @@ def Gemm(ctx: _Context, node: onnx.NodeProto, *, alpha: float = 1.0, beta: float
     b = ctx.const(node.input[1])
     if b is None:
         return ctx.host(node, "B is computed at run time; the processor needs constant fc weights")
-    w = (b if transB else b.T).astype(np.float64) * alpha
+    w = b if transB else b.T
+    if alpha != 1.0:
+        w = w * np.float32(alpha)
     c_name = node.input[2] if len(node.input) > 2 else ""
     out = w.shape[0]
     if c_name:
@@ -292,7 +294,7 @@ def Gemm(ctx: _Context, node: onnx.NodeProto, *, alpha: float = 1.0, beta: float
             return ctx.host(node, f"C of shape {list(c.shape)} is not a bias vector of {out} entries")
     else:
         bias = np.zeros(out)
-    return ctx.layer(node, "fc", [a], weight=w.astype(np.float32), bias=np.asarray(bias, np.float32))
+    return ctx.layer(node, "fc", [a], weight=np.ascontiguousarray(w, np.float32), bias=np.asarray(bias, np.float32))
 
 
 def MatMul(ctx: _Context, node: onnx.NodeProto) -> Layer:
@@ -435,6 +437,17 @@ def Add(ctx: _Context, node: onnx.NodeProto) -> Layer:
     return _binary(ctx, node)
 
 
+def Sum(ctx: _Context, node: onnx.NodeProto) -> Layer:
+    """Sum of two activations of the same shape (ResNet's residual add in old opsets) → ``add``; else host."""
+    ins = [v for v in node.input if v]
+    if len(ins) == 2 and not any(v in ctx.consts for v in ins):
+        shapes = {ctx.shape(node, v) for v in ins} | {ctx.shape(node, node.output[0])}
+        if len(shapes) == 1:
+            return ctx.layer(node, "add", ins, attrs={})
+    return ctx.host(node, f"Sum of {len(ins)} inputs (or with broadcasting/constants); the processor adds two "
+                          "activations of the same shape")
+
+
 def Sub(ctx: _Context, node: onnx.NodeProto) -> Layer:
     """Activation minus (or from) a per-channel constant → ``affine``."""
     return _binary(ctx, node)
@@ -517,8 +530,8 @@ def Softmax(ctx: _Context, node: onnx.NodeProto, *, axis: int = -1) -> Layer:
 
 _HANDLERS: dict[str, Callable[..., Layer]] = {
     f.__name__: f for f in (Conv, Gemm, MatMul, Relu, LeakyRelu, Clip, MaxPool, AveragePool, GlobalAveragePool,
-                            GlobalMaxPool, BatchNormalization, Add, Sub, Mul, Div, Concat, Flatten, Reshape, Squeeze,
-                            Unsqueeze, Identity, Dropout, Softmax)}
+                            GlobalMaxPool, BatchNormalization, Add, Sum, Sub, Mul, Div, Concat, Flatten, Reshape,
+                            Squeeze, Unsqueeze, Identity, Dropout, Softmax)}
 
 #: ONNX operators with a handler (mapped to the processor or fused away when their arguments allow it).
 SUPPORTED_OPS = tuple(sorted(op for op in _HANDLERS if op != "Softmax"))
@@ -641,16 +654,43 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Shape inference, strict first (inconsistencies are errors); operators without an inference function make
-    strict mode fail, so a non-strict pass follows (every shape the compiler uses is still checked to be static)."""
+    strict mode fail, so a non-strict pass follows (every shape the compiler uses is still checked to be static).
+
+    Inference runs on a skeleton of the model whose large initializers are typed inputs without data: ONNX's
+    inference serializes the whole model, which for VGG-sized weights costs tens of seconds. The inferred
+    value_info is copied back into ``proto``.
+    """
+    g = proto.graph
+    big = {i.name for i in g.initializer if int(np.prod(i.dims)) > 4096}
+    light = onnx.ModelProto()
+    light.ir_version = proto.ir_version
+    light.opset_import.extend(proto.opset_import)
+    light.functions.extend(proto.functions)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(i for i in g.input if i.name not in big)
+    for init in g.initializer:
+        if init.name in big:
+            lg.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            lg.initializer.append(init)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
     try:
-        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True)
     except Exception as strict_exc:  # InferenceError, ValidationError
         if "Inferred shape and existing shape differ" in str(strict_exc) or "Incompatible" in str(strict_exc):
             raise ShapeError(f"ONNX shape inference fails on the model: {strict_exc}") from strict_exc
         try:
-            return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=False, data_prop=True)
         except Exception as exc:
             raise ShapeError(f"ONNX shape inference fails on the model: {strict_exc}") from exc
+    del g.value_info[:]
+    g.value_info.extend(inferred.graph.value_info)
+    del g.output[:]
+    g.output.extend(inferred.graph.output)
+    return proto
 
 
 def _fold_constants(proto: onnx.ModelProto, opset: int):

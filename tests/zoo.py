@@ -28,9 +28,8 @@ def zoo_model(name: str, *, seed: int = 0, opset: int = 13) -> onnx.ModelProto:
         if node.op_type == "ConstantOfShape" and node.input[0] in inits:
             shape = [int(d) for d in numpy_helper.to_array(inits[node.input[0]])]
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            if len(shape) == 1:  # biases, BN parameters: small positive values keep BN variances valid
-                value = rng.uniform(0.5, 1.5, shape) if "var" in node.output[0] or "scale" in node.output[0] \
-                    or node.output[0].endswith("_s_0") else rng.normal(0, 0.05, shape)
+            if len(shape) == 1:  # biases and BN parameters: positive, so BN variances are valid
+                value = rng.uniform(0.5, 1.5, shape)
             else:
                 value = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
             new_inits.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
