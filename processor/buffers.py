@@ -3,11 +3,12 @@
 Every buffer entry is little-endian and byte-for-byte identical to the golden model's numpy views
 (``dlproc.sim.golden.GoldenModel``):
 
-* input: ``input_entry_bytes*8`` bits x ``input_entries``; lane ``i`` (int8) is bits ``[8i+7 : 8i]``.
+* input: ``input_entry_bytes*8`` bits x ``input_entries``; lane ``i`` (int8) is bits ``[8i+7 : 8i]`` (fp32: the
+  binary32 word in bits ``[32i+31 : 32i]``; every element below is 4 bytes wide likewise in the fp32 processor).
 * weight: ``weight_entry_bytes*8`` bits x ``weight_entries``; byte ``co*ic_lanes + ci`` is ``w[co][ci]``.
 * param: ``param_entry_bytes*8`` bits x ``param_buffer_entries``; four 32-bit words per lane stored word-major,
   word ``w`` of lane ``c`` is bits ``[32(w*oc+c)+31 : 32(w*oc+c)]`` (bias, mult_pos, mult_neg, control).
-* acc: ``oc_lanes*32`` bits x ``acc_buffer_entries``; lane ``c`` (int32) is bits ``[32c+31 : 32c]``.
+* acc: ``oc_lanes*32`` bits x ``acc_buffer_entries``; lane ``c`` (int32 or binary32) is bits ``[32c+31 : 32c]``.
 * output: ``output_entry_bytes*8`` bits x ``acc_buffer_entries``; lane ``c`` (int8) is bits ``[8c+7 : 8c]``.
 
 The write ports used by the DMA engine (input, weight, param) have a granularity of one AXI beat
@@ -53,9 +54,12 @@ def _check_config(config: ProcessorConfig) -> None:
 
 
 def _element_shape(config: ProcessorConfig):
-    if config.dtype != "int8":
-        raise NotImplementedError(f"buffer entry layouts for dtype {config.dtype!r} are not implemented yet")
-    return signed(config.element_bits)
+    # int8 elements are signed integers; fp32 elements are raw binary32 words (the fp32 units decode them).
+    return signed(8) if config.dtype == "int8" else unsigned(32)
+
+
+def _acc_lane_shape(config: ProcessorConfig):
+    return signed(config.acc_bits) if config.dtype == "int8" else unsigned(config.acc_bits)
 
 
 def input_entry_layout(config: ProcessorConfig) -> data.ArrayLayout:
@@ -73,11 +77,18 @@ def weight_entry_layout(config: ProcessorConfig) -> data.ArrayLayout:
 def param_entry_layout(config: ProcessorConfig) -> data.StructLayout:
     """Layout of a parameter buffer entry: four word arrays of ``conv_oc_lanes`` lanes, stored word-major.
 
-    Members ``bias`` (int32 per lane), ``mult_pos`` and ``mult_neg`` (:data:`MULT_WORD_LAYOUT` per lane) and
+    int8: members ``bias`` (int32 per lane), ``mult_pos`` and ``mult_neg`` (:data:`MULT_WORD_LAYOUT` per lane) and
     ``control`` (:data:`CONTROL_WORD_LAYOUT` per lane), in this order.
+
+    fp32: members ``bias``, ``mult_pos``, ``mult_neg`` and ``clamp``, binary32 words. The clamp words come in lane
+    pairs: lane ``2k`` holds the lower clamp and lane ``2k+1`` the upper clamp that both lanes of the pair apply
+    (``docs/numerics.md``).
     """
     _check_config(config)
     co = config.conv_oc_lanes
+    if config.dtype == "fp32":
+        word = data.ArrayLayout(unsigned(32), co)
+        return data.StructLayout({"bias": word, "mult_pos": word, "mult_neg": word, "clamp": word})
     return data.StructLayout({
         "bias": data.ArrayLayout(signed(32), co),
         "mult_pos": data.ArrayLayout(MULT_WORD_LAYOUT, co),
@@ -87,9 +98,9 @@ def param_entry_layout(config: ProcessorConfig) -> data.StructLayout:
 
 
 def acc_entry_layout(config: ProcessorConfig) -> data.ArrayLayout:
-    """Layout of an accumulator entry: ``conv_oc_lanes`` int32 lanes."""
+    """Layout of an accumulator entry: ``conv_oc_lanes`` lanes (int32, or binary32 words)."""
     _check_config(config)
-    return data.ArrayLayout(signed(config.acc_bits), config.conv_oc_lanes)
+    return data.ArrayLayout(_acc_lane_shape(config), config.conv_oc_lanes)
 
 
 def output_entry_layout(config: ProcessorConfig) -> data.ArrayLayout:

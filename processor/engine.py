@@ -1,7 +1,7 @@
 """The compute engine: GEMM (MAC, MAX and SUM modes) and POST instructions on the conv array.
 
 Semantics are those of ``GoldenModel._gemm`` and ``GoldenModel._post`` in ``dlproc.sim.golden``; the engine executes
-them as a stream of *steps*, one per cycle, without stalls:
+them as a stream of *steps*, one per cycle:
 
 * GEMM: a loop nest ``r0, r1, r2`` (reduction, outer) x ``s0, s1`` (spatial, inner). Each step reads one input
   entry (``inp_base + a*ri0 + b*ri1 + c*ri2 + y*si0 + x*si1``, computed incrementally: one adder per loop level,
@@ -10,47 +10,75 @@ them as a stream of *steps*, one per cycle, without stalls:
   GEMM the new accumulator also goes through the :class:`~dlproc.processor.postproc.PostProcessor` into the output
   buffer at ``out_base + spatial step``.
 * POST: the same pipeline with ``n`` steps that read ``acc[acc_base + j]`` and ``params[param_addr + j*param_inc]``
-  and write ``out[out_base + j]``, without touching the accumulators.
+  and write ``out[out_base + j]``, without touching the accumulators (they pass the update unit unchanged).
 
-Pipeline of one step issued in cycle ``t`` (all memory read ports have one cycle of latency)::
+One engine serves both number formats: the configuration's dtype picks the arithmetic components, which have the
+same members and a ``LATENCY`` attribute: :class:`DotProductInt8` / :class:`DotProductFp32` (the array's lanes),
+:class:`AccumulatorUpdateInt32` / :class:`AccumulatorUpdateFp32`, and the post-processor's lanes. With ``L`` the
+array's latency and ``U`` the update's (:class:`EngineTiming`), a step issued in cycle ``t`` goes through::
 
-    t      issue: input and weight read addresses (straight from the loop-counter registers)
-    t+1    input/weight data -> MacArray (2 stages: products, adder trees)
-    t+2    accumulator read address; forwarding matches are computed
-    t+3    A: old accumulator (read data, or forwarded) combined with the array's value; param read address
-    t+4    W: accumulator write; PostProcessor input (params arrive now)
-    t+8    output buffer write (PostProcessor.LATENCY = 4)
+    t              issue: input and weight read addresses (straight from the loop-counter registers)
+    t+1            input/weight data -> MacArray (int8: products, adder trees; fp32: FpMul, FpAdd tree)
+    t+L            accumulator read address; forwarding matches are computed
+    t+L+1          A: old accumulator (read data, or forwarded) enters the update unit
+    t+L+U+1        the update unit's result is registered; param read address
+    t+L+U+2        W: accumulator write; PostProcessor input (params arrive now)
+    t+L+U+2+P      output buffer write (P = PostProcessor latency)
 
-Read-after-write on the accumulator: a step in stage A whose entry was updated by one of the two previous steps
-(which are still in W, or were written one cycle ago and missed by the read) takes that value from the W or W2
-register instead of the read data. The comparisons are made one cycle ahead, so forwarding costs no cycle and
-throughput is one step per cycle for every spatial extent, including ``s0*s1 == 1`` (FC-like GEMMs, global pooling).
-This works whether or not the top level makes the accumulator read port transparent.
+int8: ``L = 2``, ``U = 0``, ``P = 4``. fp32 on ``conv_ic_lanes = B``: ``L = 4 + 5*log2(B)``, ``U = 5``, ``P = 10``.
 
-Timing: the command is accepted in cycle 0 (``cmd.ready`` is ``~busy``); steps issue in cycles ``1 .. N``
-(``N = r0*r1*r2*s0*s1`` for GEMM, ``n`` for POST); the last write is presented in cycle ``N + 8`` (the output
-write of POST or a ``finalize`` GEMM) or ``N + 4`` (the last accumulator write of a GEMM without ``finalize``), and
-``busy`` falls one cycle later. So an instruction takes ``N + 9`` cycles (``N + 5`` without outputs) from its
-handshake to the next possible one; see :meth:`ComputeEngine.cycles`.
+Read-after-write on the accumulator: a step in stage A whose entry was updated by the step ``U+1`` or ``U+2``
+issues earlier (now in W, or written one cycle ago and missed by the read) takes that value from the W or W2
+register instead of the read data. The comparisons are made one cycle ahead, so forwarding costs no cycle. Steps
+that update the same entry are ``s0*s1`` issues apart (the spatial extent); when that is less than ``U+1`` (only
+with the fp32 update's latency) the engine waits ``U+1 - s0*s1`` cycles at each reduction-step boundary, so the
+value is ready to forward. With int8 (``U = 0``) throughput is one step per cycle for every spatial extent,
+including ``s0*s1 == 1`` (FC-like GEMMs, global pooling). This works whether or not the top level makes the
+accumulator read port transparent.
+
+Timing: the command is accepted in cycle 0 (``cmd.ready`` is ``~busy``); steps issue from cycle 1 on; the last
+write is presented ``out_write`` (``acc_write`` without outputs) cycles after the last issue, and ``busy`` falls one
+cycle later; see :meth:`EngineTiming.cycles` (int8: ``N + 9`` cycles for ``N`` steps with outputs, ``N + 5``
+without).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .buffers import acc_entry_layout, buffer_geometry, input_entry_layout, weight_entry_layout
 from .config import ProcessorConfig
+from .fp32 import FpAdd, FpMul, f32_flush, f32_from_int16, f32_max
 from .isa import EXTENT_BITS, INSTRUCTION_BITS, GemmMode, InstructionSet, Opcode
 from .postproc import PostProcessor
 
-__all__ = ["DotProductInt8", "AccumulatorUpdateInt32", "MacArray", "ComputeEngine"]
+__all__ = ["DotProductInt8", "DotProductFp32", "AccumulatorUpdateInt32", "AccumulatorUpdateFp32", "MacArray",
+           "ComputeEngine", "EngineTiming", "dot_product_class", "accumulator_update_class"]
 
 
 def _check_config(config: ProcessorConfig, what: str) -> None:
     if not isinstance(config, ProcessorConfig):
-        raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
-    if config.dtype != "int8":
-        raise NotImplementedError(f"{what} for dtype {config.dtype!r} is not implemented yet")
+        raise TypeError(f"{what}: config must be a ProcessorConfig, not {config!r}")
+
+
+def _check_lanes(lanes: int) -> None:
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= 1 << 17:
+        raise TypeError(f"Lanes must be an integer from 1 to 131072, not {lanes!r}")
+
+
+def _delay(m: Module, value, cycles: int, name: str):
+    """``value`` delayed by ``cycles`` registers (``cycles`` may be 0)."""
+    for k in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{k}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+def _tree_depth(n: int) -> int:
+    return max(0, (n - 1).bit_length())
 
 
 def _tree_sum(terms: list) -> object:
@@ -63,7 +91,7 @@ def _tree_sum(terms: list) -> object:
 class DotProductInt8(wiring.Component):
     """Dot product of two int8 vectors, pipelined: products in one stage, an adder tree in the next.
 
-    A binary32 version would keep the members and the ``LATENCY`` attribute.
+    :class:`DotProductFp32` is its binary32 counterpart.
 
     Parameters
     ----------
@@ -83,8 +111,7 @@ class DotProductInt8(wiring.Component):
     LATENCY = 2
 
     def __init__(self, *, lanes: int):
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= 1 << 17:
-            raise TypeError(f"Lanes must be an integer from 1 to 131072, not {lanes!r}")
+        _check_lanes(lanes)
         self._lanes = lanes
         vector = data.ArrayLayout(signed(8), lanes)
         super().__init__({"a": In(vector), "b": In(vector), "sum": Out(signed(32))})
@@ -93,6 +120,11 @@ class DotProductInt8(wiring.Component):
     def lanes(self) -> int:
         """Vector length."""
         return self._lanes
+
+    @classmethod
+    def latency_for(cls, lanes: int) -> int:
+        """:attr:`LATENCY` of a dot product of ``lanes`` elements (the same for every length)."""
+        return cls.LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -119,6 +151,9 @@ class AccumulatorUpdateInt32(wiring.Component):
         Result.
     """
 
+    #: Cycles from the inputs to ``new`` (combinational).
+    LATENCY = 0
+
     mode: In(GemmMode)
     replace: In(1)
     old: In(signed(32))
@@ -136,19 +171,135 @@ class AccumulatorUpdateInt32(wiring.Component):
         return m
 
 
+class DotProductFp32(wiring.Component):
+    """Dot product of two binary32 vectors: rounded products, then a balanced tree of rounded additions.
+
+    The tree adds neighbours in lane order, ``((p0 + p1) + (p2 + p3)) + ...``; with an odd number of terms the last
+    one passes up a level unchanged (delayed to stay aligned). Fully pipelined, one dot product per cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        Vector length (a positive integer).
+
+    Members
+    -------
+    a, b : In(data.ArrayLayout(unsigned(32), lanes))
+        Operands (binary32 words).
+    sum : Out(unsigned(32))
+        The dot product, :attr:`LATENCY` cycles after the operands.
+    """
+
+    def __init__(self, *, lanes: int):
+        _check_lanes(lanes)
+        self._lanes = lanes
+        #: Cycles from the operands to ``sum``: one multiplier and ``ceil(log2(lanes))`` adders.
+        self.LATENCY = self.latency_for(lanes)
+        vector = data.ArrayLayout(unsigned(32), lanes)
+        super().__init__({"a": In(vector), "b": In(vector), "sum": Out(unsigned(32))})
+
+    @property
+    def lanes(self) -> int:
+        """Vector length."""
+        return self._lanes
+
+    @staticmethod
+    def latency_for(lanes: int) -> int:
+        """:attr:`LATENCY` of a dot product of ``lanes`` elements."""
+        return FpMul.LATENCY + _tree_depth(lanes) * FpAdd.LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        terms = []
+        for i in range(self._lanes):
+            mul = FpMul()
+            m.submodules[f"mul{i}"] = mul
+            m.d.comb += [mul.a.eq(self.a[i]), mul.b.eq(self.b[i])]
+            terms.append(mul.y)
+        level = 0
+        while len(terms) > 1:
+            nxt = []
+            for i in range(0, len(terms), 2):
+                if i + 1 < len(terms):
+                    add = FpAdd()
+                    m.submodules[f"add{level}_{i // 2}"] = add
+                    m.d.comb += [add.a.eq(terms[i]), add.b.eq(terms[i + 1])]
+                    nxt.append(add.y)
+                else:
+                    nxt.append(_delay(m, terms[i], FpAdd.LATENCY, f"pass{level}"))
+            terms = nxt
+            level += 1
+        m.d.comb += self.sum.eq(terms[0])
+        return m
+
+
+class AccumulatorUpdateFp32(wiring.Component):
+    """Combine a binary32 accumulator lane with a new value: add (MAC, SUM), maximum (MAX), or replace.
+
+    Pipelined like its adder (:class:`~.fp32.FpAdd`); the maximum (NaN if either is NaN, ``-0 < +0``) and the
+    replacement are delayed to the same latency. ``mode`` and ``replace`` travel with the operands.
+
+    Members
+    -------
+    mode : In(GemmMode)
+        MAC and SUM add, MAX takes the maximum.
+    replace : In(1)
+        Ignore ``old`` and output ``val`` unchanged (the first reduction step of an ``overwrite`` GEMM, POST).
+    old, val : In(unsigned(32))
+        Accumulator value and the array's new value (binary32 words).
+    new : Out(unsigned(32))
+        Result, :attr:`LATENCY` cycles after the inputs.
+    """
+
+    #: Cycles from the inputs to ``new``.
+    LATENCY = FpAdd.LATENCY
+
+    mode: In(GemmMode)
+    replace: In(1)
+    old: In(unsigned(32))
+    val: In(unsigned(32))
+    new: Out(unsigned(32))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.add = add = FpAdd()
+        m.d.comb += [add.a.eq(self.old), add.b.eq(self.val)]
+        largest = Signal(32)
+        m.d.comb += largest.eq(f32_max(self.old, self.val))
+        largest = _delay(m, largest, self.LATENCY, "max")
+        val = _delay(m, self.val, self.LATENCY, "val")
+        replace = _delay(m, self.replace, self.LATENCY, "replace")
+        is_max = Signal()
+        m.d.comb += is_max.eq(self.mode == GemmMode.MAX)
+        is_max = _delay(m, is_max, self.LATENCY, "is_max")
+        m.d.comb += self.new.eq(Mux(replace, val, Mux(is_max, largest, add.y)))
+        return m
+
+
+def dot_product_class(config: ProcessorConfig) -> type:
+    """:class:`DotProductInt8` or :class:`DotProductFp32`, by the configuration's dtype."""
+    return DotProductInt8 if config.dtype == "int8" else DotProductFp32
+
+
+def accumulator_update_class(config: ProcessorConfig) -> type:
+    """:class:`AccumulatorUpdateInt32` or :class:`AccumulatorUpdateFp32`, by the configuration's dtype."""
+    return AccumulatorUpdateInt32 if config.dtype == "int8" else AccumulatorUpdateFp32
+
+
 class MacArray(wiring.Component):
-    """The conv array: ``conv_oc_lanes`` dot products of ``conv_ic_lanes`` int8 pairs, and the MAX/SUM lanes.
+    """The conv array: ``conv_oc_lanes`` dot products of ``conv_ic_lanes`` pairs, and the MAX/SUM lanes.
 
     Output lane ``c`` is, :attr:`LATENCY` cycles after the operands:
 
-    * MAC: ``sum_i inp[i] * wgt[c][i]``;
-    * MAX: ``inp[c]`` for ``c < conv_ic_lanes``, else 0;
-    * SUM: ``inp[c] * imm`` for ``c < conv_ic_lanes``, else 0.
+    * MAC: ``sum_i inp[i] * wgt[c][i]`` (int8: exact in int32; fp32: :class:`DotProductFp32`);
+    * MAX: ``inp[c]`` for ``c < conv_ic_lanes``, else 0 (fp32: subnormals flushed, NaN canonical);
+    * SUM: ``inp[c] * imm`` for ``c < conv_ic_lanes``, else 0 (fp32: ``imm`` converted to binary32 exactly, the
+      product rounded).
 
     Parameters
     ----------
     config : ProcessorConfig
-        Lanes (only dtype ``"int8"`` is implemented).
+        Lanes and dtype.
 
     Members
     -------
@@ -160,22 +311,22 @@ class MacArray(wiring.Component):
         Held constant during an instruction.
     imm : In(signed(16))
         SUM-mode scale, held constant during an instruction.
-    val : Out(data.ArrayLayout(signed(32), conv_oc_lanes))
-        The lane values.
+    val : Out(accumulator entry layout)
+        The lane values (int32, or binary32 words).
     """
 
-    #: Cycles from the operands to ``val``.
-    LATENCY = DotProductInt8.LATENCY
-
     def __init__(self, *, config: ProcessorConfig):
-        _check_config(config, "the MAC array")
+        _check_config(config, "MacArray")
         self._config = config
+        self._dot = dot_product_class(config)
+        #: Cycles from the operands to ``val`` (the dot product's latency).
+        self.LATENCY = self._dot.latency_for(config.conv_ic_lanes)
         super().__init__({
             "inp": In(input_entry_layout(config)),
             "wgt": In(weight_entry_layout(config)),
             "mode": In(GemmMode),
             "imm": In(signed(16)),
-            "val": Out(data.ArrayLayout(signed(32), config.conv_oc_lanes)),
+            "val": Out(acc_entry_layout(config)),
         })
 
     def elaborate(self, platform):
@@ -183,22 +334,91 @@ class MacArray(wiring.Component):
         ci, co = self._config.conv_ic_lanes, self._config.conv_oc_lanes
         dots = []
         for c in range(co):
-            dot = DotProductInt8(lanes=ci)
+            dot = self._dot(lanes=ci)
             m.submodules[f"dot{c}"] = dot
             m.d.comb += [dot.a.eq(self.inp), dot.b.eq(self.wgt[c])]
             dots.append(dot.sum)
-        # MAX and SUM lanes: one small 8 x 16 multiplier per input lane, delayed to the dot products' latency.
         lane_vals = []
-        for c in range(ci):
-            stage = [Signal(signed(24), name=f"lane{c}_s{k}") for k in range(self.LATENCY)]
-            m.d.sync += stage[0].eq(Mux(self.mode == GemmMode.SUM, self.inp[c] * self.imm, self.inp[c]))
-            for k in range(1, self.LATENCY):
-                m.d.sync += stage[k].eq(stage[k - 1])
-            lane_vals.append(stage[-1])
+        if self._config.dtype == "int8":
+            # MAX and SUM lanes: one small 8 x 16 multiplier per input lane, delayed to the dot products' latency.
+            for c in range(ci):
+                stage = [Signal(signed(24), name=f"lane{c}_s{k}") for k in range(self.LATENCY)]
+                m.d.sync += stage[0].eq(Mux(self.mode == GemmMode.SUM, self.inp[c] * self.imm, self.inp[c]))
+                for k in range(1, self.LATENCY):
+                    m.d.sync += stage[k].eq(stage[k - 1])
+                lane_vals.append(stage[-1])
+        else:
+            # MAX lanes pass the flushed input; SUM lanes multiply by the immediate (one FpMul per input lane).
+            scale = Signal(32)
+            m.d.comb += scale.eq(f32_from_int16(self.imm))
+            is_sum = _delay(m, self.mode == GemmMode.SUM, self.LATENCY, "is_sum")
+            for c in range(ci):
+                mul = FpMul()
+                m.submodules[f"scale{c}"] = mul
+                m.d.comb += [mul.a.eq(self.inp[c]), mul.b.eq(scale)]
+                flushed = Signal(32, name=f"flushed{c}")
+                m.d.comb += flushed.eq(f32_flush(self.inp[c]))
+                product = _delay(m, mul.y, self.LATENCY - FpMul.LATENCY, f"product{c}")
+                passed = _delay(m, flushed, self.LATENCY, f"passed{c}")
+                lane_vals.append(Mux(is_sum, product, passed))
         for c in range(co):
             other = lane_vals[c] if c < ci else 0
             m.d.comb += self.val[c].eq(Mux(self.mode == GemmMode.MAC, dots[c], other))
         return m
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """Latencies of the compute engine's pipeline for one configuration, and the cycle count of an instruction.
+
+    Attributes
+    ----------
+    array : int
+        MacArray latency (operands to lane values).
+    update : int
+        Accumulator update latency (0 for int8: combinational).
+    post : int
+        PostProcessor latency.
+    """
+
+    array: int
+    update: int
+    post: int
+
+    @property
+    def acc_write(self) -> int:
+        """Issue to accumulator write (stage W)."""
+        return 1 + self.array + 1 + self.update
+
+    @property
+    def out_write(self) -> int:
+        """Issue to output buffer write."""
+        return self.acc_write + self.post
+
+    @property
+    def reuse_distance(self) -> int:
+        """Fewest cycles between the issues of two steps that update the same accumulator entry."""
+        return self.update + 1
+
+    def gap(self, spatial: int) -> int:
+        """Cycles the engine waits at each reduction-step boundary of a GEMM with ``spatial = s0*s1`` steps."""
+        return max(0, self.reuse_distance - spatial)
+
+    def cycles(self, steps: int, *, writes_outputs: bool, spatial: int | None = None) -> int:
+        """Cycles of an instruction, from its command handshake to the earliest handshake of the next one.
+
+        Parameters
+        ----------
+        steps : int
+            ``r0*r1*r2*s0*s1`` for GEMM, ``n`` for POST.
+        writes_outputs : bool
+            True for POST and for a ``finalize`` GEMM (the last writes go through the post-processor).
+        spatial : int, optional
+            ``s0*s1`` of a GEMM (default: ``steps``, i.e. one reduction step, or POST).
+        """
+        spatial = steps if spatial is None else spatial
+        waits = (steps // spatial - 1) * self.gap(spatial)
+        return steps + waits + 1 + (self.out_write if writes_outputs else self.acc_write)
 
 
 class ComputeEngine(wiring.Component):
@@ -207,7 +427,7 @@ class ComputeEngine(wiring.Component):
     Parameters
     ----------
     config : ProcessorConfig
-        The processor configuration (only dtype ``"int8"`` is implemented).
+        The processor configuration (int8 or fp32 arithmetic).
 
     Members
     -------
@@ -235,14 +455,11 @@ class ComputeEngine(wiring.Component):
     ``wiring.connect(m, engine.inp_rd, input_memory.read_port())`` etc.
     """
 
-    #: Issue stage to accumulator write (stage W).
-    ACC_WRITE_LATENCY = 1 + MacArray.LATENCY + 1
-    #: Issue stage to output buffer write.
-    OUT_WRITE_LATENCY = ACC_WRITE_LATENCY + PostProcessor.LATENCY
-
     def __init__(self, *, config: ProcessorConfig):
-        _check_config(config, "the compute engine")
+        _check_config(config, "ComputeEngine")
         self._config = config
+        #: The pipeline's latencies (:class:`EngineTiming`).
+        self.timing = self.timing_of(config)
         self._isa = InstructionSet(config)
         geo = {name: buffer_geometry(config, name) for name in ("input", "weight", "param", "acc", "output")}
         super().__init__({
@@ -262,8 +479,17 @@ class ComputeEngine(wiring.Component):
         """The processor configuration."""
         return self._config
 
+    @staticmethod
+    def timing_of(config: ProcessorConfig) -> EngineTiming:
+        """The pipeline latencies of a configuration."""
+        _check_config(config, "ComputeEngine.timing_of")
+        return EngineTiming(array=dot_product_class(config).latency_for(config.conv_ic_lanes),
+                            update=accumulator_update_class(config).LATENCY,
+                            post=PostProcessor.lane_class(config).LATENCY)
+
     @classmethod
-    def cycles(cls, steps: int, *, writes_outputs: bool) -> int:
+    def cycles(cls, steps: int, *, writes_outputs: bool, config: ProcessorConfig | None = None,
+               spatial: int | None = None) -> int:
         """Cycles of an instruction, from its command handshake to the earliest handshake of the next one.
 
         Parameters
@@ -272,13 +498,18 @@ class ComputeEngine(wiring.Component):
             ``r0*r1*r2*s0*s1`` for GEMM, ``n`` for POST.
         writes_outputs : bool
             True for POST and for a ``finalize`` GEMM (the last writes go through the post-processor).
+        config : ProcessorConfig, optional
+            The configuration (default: an int8 one; the latencies do not depend on its lanes).
+        spatial : int, optional
+            ``s0*s1`` of a GEMM, for the waits of the fp32 engine (see :meth:`EngineTiming.cycles`).
 
         Returns
         -------
         int
-            ``steps + 9`` when writing outputs, ``steps + 5`` otherwise (``busy`` is high for one cycle less).
+            int8: ``steps + 9`` when writing outputs, ``steps + 5`` otherwise (``busy`` is high for one cycle less).
         """
-        return steps + 1 + (cls.OUT_WRITE_LATENCY if writes_outputs else cls.ACC_WRITE_LATENCY)
+        timing = cls.timing_of(config or ProcessorConfig())
+        return timing.cycles(steps, writes_outputs=writes_outputs, spatial=spatial)
 
     def elaborate(self, platform):
         m = Module()
@@ -307,6 +538,12 @@ class ComputeEngine(wiring.Component):
         par_addr = Signal(par_bits)
         first = Signal()     # in the first reduction step
         running = Signal()   # issuing steps
+        # Waits at reduction-step boundaries, so two updates of one accumulator entry are timing.reuse_distance
+        # cycles apart (never needed when the update is combinational).
+        waits = self.timing.reuse_distance > 1
+        gap = Signal(range(self.timing.reuse_distance + 1))    # cycles to wait at each boundary
+        hold = Signal(range(self.timing.reuse_distance + 1))   # cycles still to wait
+        issue = Signal()     # a step issues this cycle
 
         # ------------------------------------------------------------------ the step pipeline
         step_layout = data.StructLayout({
@@ -315,9 +552,13 @@ class ComputeEngine(wiring.Component):
             "write_acc": 1,  # GEMM (POST leaves the accumulators alone)
             "emit": 1,       # goes through the post-processor into the output buffer
         })
-        pipe = [Signal(step_layout, name=f"pipe{k}") for k in range(MacArray.LATENCY + 1)]
+        timing = self.timing
+        pipe = [Signal(step_layout, name=f"pipe{k}") for k in range(timing.array + 1)]
         stage_a = pipe[-1]       # combine stage; its predecessor issues the accumulator read
+        # the steps inside the update unit (none for int8), then stage W
+        updating = [Signal(step_layout, name=f"upd{k}") for k in range(timing.update)]
         stage_w = Signal(step_layout)   # accumulator write, post-processor input
+        before_w = updating[-1] if updating else stage_a
         w_data = Signal(acc_entry_layout(cfg))
         w2_data = Signal(acc_entry_layout(cfg))          # what stage W wrote one cycle ago
         fwd_w, fwd_w2 = Signal(), Signal()   # stage A takes its old value from W / W2
@@ -326,7 +567,7 @@ class ComputeEngine(wiring.Component):
         m.submodules.post = postproc = PostProcessor(config=cfg)
 
         pipe_busy = stage_w.valid
-        for stage in pipe:
+        for stage in pipe + updating:
             pipe_busy = pipe_busy | stage.valid
         busy = running | pipe_busy | postproc.busy
         m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
@@ -342,6 +583,10 @@ class ComputeEngine(wiring.Component):
                         acc_addr.eq(gemm.acc_base), out_addr.eq(gemm.out_base), par_addr.eq(gemm.param_addr),
                         wgt_addr.eq(gemm.wgt_base), first.eq(1), running.eq(1),
                     ]
+                    if waits:
+                        spatial = gemm.s0 * gemm.s1
+                        distance = self.timing.reuse_distance
+                        m.d.sync += [gap.eq(Mux(spatial < distance, distance - spatial, 0)), hold.eq(0)]
                     for k, (n, s) in enumerate((("r0", "ri0"), ("r1", "ri1"), ("r2", "ri2"), ("s0", "si0"),
                                                 ("s1", "si1"))):
                         m.d.sync += [last[k].eq(gemm[n] - 1), stride[k].eq(gemm[s]), count[k].eq(0),
@@ -353,6 +598,8 @@ class ComputeEngine(wiring.Component):
                         acc_addr.eq(post.acc_base), out_addr.eq(post.out_base), par_addr.eq(post.param_addr),
                         first.eq(1), running.eq(1),
                     ]
+                    if waits:
+                        m.d.sync += [gap.eq(0), hold.eq(0)]
                     for k in range(5):
                         m.d.sync += [last[k].eq(post.n - 1 if k == 4 else 0), count[k].eq(0)]
 
@@ -363,13 +610,14 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [next_addr[k].eq(level_addr[k] + stride[k]) for k in range(5)]
         last_reduction = at_last[0] & at_last[1] & at_last[2]
 
+        m.d.comb += issue.eq(running & (hold == 0) if waits else running)
         m.d.comb += [
-            self.inp_rd.addr.eq(level_addr[4]), self.inp_rd.en.eq(running & ~is_post),
-            self.wgt_rd.addr.eq(wgt_addr), self.wgt_rd.en.eq(running & ~is_post & (mode == GemmMode.MAC)),
-            self.mac_active.eq(running & ~is_post & (mode == GemmMode.MAC)),
+            self.inp_rd.addr.eq(level_addr[4]), self.inp_rd.en.eq(issue & ~is_post),
+            self.wgt_rd.addr.eq(wgt_addr), self.wgt_rd.en.eq(issue & ~is_post & (mode == GemmMode.MAC)),
+            self.mac_active.eq(issue & ~is_post & (mode == GemmMode.MAC)),
         ]
         m.d.sync += [
-            pipe[0].valid.eq(running), pipe[0].acc_addr.eq(acc_addr), pipe[0].out_addr.eq(out_addr),
+            pipe[0].valid.eq(issue), pipe[0].acc_addr.eq(acc_addr), pipe[0].out_addr.eq(out_addr),
             pipe[0].par_addr.eq(par_addr), pipe[0].replace.eq(first & overwrite), pipe[0].write_acc.eq(~is_post),
             pipe[0].emit.eq(is_post | (finalize & last_reduction)),
         ]
@@ -383,8 +631,13 @@ class ComputeEngine(wiring.Component):
                 m.d.sync += [acc_addr.eq(acc_addr + 1), out_addr.eq(out_addr + 1)]
             else:            # next reduction step: the spatial tile starts over
                 m.d.sync += [acc_addr.eq(acc_base), out_addr.eq(out_base), wgt_addr.eq(wgt_addr + 1), first.eq(0)]
+                if waits:
+                    m.d.sync += hold.eq(gap)
 
-        with m.If(running):
+        if waits:
+            with m.If(hold != 0):
+                m.d.sync += hold.eq(hold - 1)
+        with m.If(issue):
             with m.If(param_inc):
                 m.d.sync += par_addr.eq(par_addr + 1)
             with m.If(~at_last[4]):
@@ -408,9 +661,9 @@ class ComputeEngine(wiring.Component):
             m.d.sync += pipe[k].eq(pipe[k - 1])
         before_a = pipe[-2]
         m.d.comb += [self.acc_rd.addr.eq(before_a.acc_addr), self.acc_rd.en.eq(before_a.valid)]
-        # Forwarding, decided one cycle ahead: the step now in A moves to W, the step now in W moves to W2.
+        # Forwarding, decided one cycle ahead: the step now before W moves to W, the step now in W moves to W2.
         m.d.sync += [
-            fwd_w.eq(stage_a.valid & stage_a.write_acc & (stage_a.acc_addr == before_a.acc_addr)),
+            fwd_w.eq(before_w.valid & before_w.write_acc & (before_w.acc_addr == before_a.acc_addr)),
             fwd_w2.eq(stage_w.valid & stage_w.write_acc & (stage_w.acc_addr == before_a.acc_addr)),
         ]
 
@@ -424,13 +677,18 @@ class ComputeEngine(wiring.Component):
             m.d.comb += old.eq(w2_data)
         with m.Else():
             m.d.comb += old.eq(read_data)
+        update_class = accumulator_update_class(cfg)
         for c in range(co):
-            update = AccumulatorUpdateInt32()
+            update = update_class()
             m.submodules[f"update{c}"] = update
-            m.d.comb += [update.mode.eq(mode), update.replace.eq(stage_a.replace), update.old.eq(old[c]),
-                         update.val.eq(array.val[c]), new[c].eq(Mux(is_post, old[c], update.new))]
-        m.d.comb += [self.par_rd.addr.eq(stage_a.par_addr), self.par_rd.en.eq(stage_a.valid & stage_a.emit)]
-        m.d.sync += [stage_w.eq(stage_a), w_data.eq(new)]
+            # POST passes the old value through unchanged (replace with itself)
+            m.d.comb += [update.mode.eq(mode), update.replace.eq(stage_a.replace | is_post), update.old.eq(old[c]),
+                         update.val.eq(Mux(is_post, old[c], array.val[c])), new[c].eq(update.new)]
+        chain = [stage_a] + updating
+        for k in range(1, len(chain)):
+            m.d.sync += chain[k].eq(chain[k - 1])
+        m.d.comb += [self.par_rd.addr.eq(before_w.par_addr), self.par_rd.en.eq(before_w.valid & before_w.emit)]
+        m.d.sync += [stage_w.eq(before_w), w_data.eq(new)]
 
         # ------------------------------------------------------------------ stage W: write back, post-process
         write = stage_w.valid & stage_w.write_acc

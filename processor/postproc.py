@@ -1,6 +1,6 @@
-"""Post-processing of accumulators into int8 outputs: bias, requantization, activation and clamp.
+"""Post-processing of accumulators into outputs: bias, scaling, activation and clamp, in int8 or binary32.
 
-Bit-exact with ``dlproc.sim.golden.postprocess_int8``, per lane ``c``::
+int8, bit-exact with ``dlproc.sim.golden.postprocess_int8``, per lane ``c``::
 
     v = wrap32(acc + bias)
     m = mult_pos if v >= 0 else mult_neg          # int16
@@ -10,6 +10,16 @@ Bit-exact with ``dlproc.sim.golden.postprocess_int8``, per lane ``c``::
 
 The rounding shift uses ``(t + 2**(s-1)) >> s == ((t >> (s-1)) + 1) >> 1`` (both are floor divisions), so it
 needs one 48-bit adder instead of a 64-bit one.
+
+fp32, bit-exact with ``dlproc.sim.golden.postprocess_fp32`` (binary32 operations of ``processor/fp32.py``)::
+
+    v = acc + bias                                 # rounded
+    m = mult_neg if v < 0 else mult_pos            # -0 and NaN take mult_pos
+    y = v * m                                      # rounded
+    y = min(max(y, lo), hi)                        # on the numeric order with -0 < +0; a NaN y stays NaN
+
+The two lane components, :class:`PostLaneInt8` and :class:`PostLaneFp32`, have the same role and a ``LATENCY``
+attribute; :class:`PostProcessor` instantiates the one of the configuration's dtype.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -18,15 +28,16 @@ from amaranth.lib.wiring import In, Out
 
 from .buffers import CONTROL_WORD_LAYOUT, acc_entry_layout, output_entry_layout, param_entry_layout
 from .config import ProcessorConfig
+from .fp32 import FpAdd, FpMul, f32_is_nan, f32_order_key
 
-__all__ = ["PostLaneInt8", "PostProcessor"]
+__all__ = ["PostLaneInt8", "PostLaneFp32", "PostProcessor"]
 
 
 class PostLaneInt8(wiring.Component):
     """One lane of int8 post-processing, fully pipelined (one value per cycle, :attr:`LATENCY` cycles).
 
     The lane has no valid signal: the enclosing :class:`PostProcessor` carries validity and addresses.
-    A binary32 lane would replace this component with the same members and ``LATENCY`` attribute.
+    :class:`PostLaneFp32` is its binary32 counterpart.
 
     Members
     -------
@@ -82,6 +93,61 @@ class PostLaneInt8(wiring.Component):
         return m
 
 
+class PostLaneFp32(wiring.Component):
+    """One lane of binary32 post-processing, fully pipelined (one value per cycle, :attr:`LATENCY` cycles).
+
+    Stages: the bias addition (:class:`~.fp32.FpAdd`), the multiplication by ``mult_pos`` or ``mult_neg``
+    (:class:`~.fp32.FpMul`, the choice made on the sign of the sum as it enters), then one cycle for the clamp.
+
+    Members
+    -------
+    acc, bias, mult_pos, mult_neg, lo, hi : In(32)
+        binary32 words: accumulator, bias, multipliers for ``v >= 0`` (and NaN) and ``v < 0``, clamp bounds.
+    y : Out(32)
+        Result, :attr:`LATENCY` cycles after the inputs.
+    """
+
+    #: Cycles from the inputs to ``y``.
+    LATENCY = FpAdd.LATENCY + FpMul.LATENCY + 1
+
+    acc: In(32)
+    bias: In(32)
+    mult_pos: In(32)
+    mult_neg: In(32)
+    lo: In(32)
+    hi: In(32)
+    y: Out(32)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        def delay(value, cycles: int, name: str):
+            for k in range(cycles):
+                reg = Signal(32, name=f"{name}{k}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        m.submodules.add = add = FpAdd()
+        m.d.comb += [add.a.eq(self.acc), add.b.eq(self.bias)]
+        mult_pos = delay(self.mult_pos, FpAdd.LATENCY, "mult_pos")
+        mult_neg = delay(self.mult_neg, FpAdd.LATENCY, "mult_neg")
+        v = add.y   # canonical: a NaN is positive, a zero has a zero exponent field
+        negative = v[31] & (v[23:31] != 0)
+        m.submodules.mul = mul = FpMul()
+        m.d.comb += [mul.a.eq(v), mul.b.eq(Mux(negative, mult_neg, mult_pos))]
+        lo = delay(self.lo, FpAdd.LATENCY + FpMul.LATENCY, "lo")
+        hi = delay(self.hi, FpAdd.LATENCY + FpMul.LATENCY, "hi")
+
+        # Clamp, lo first then hi (so hi wins when lo > hi), as in the int8 lane.
+        y = mul.y
+        low_clamped = Signal(32)
+        m.d.comb += low_clamped.eq(Mux(f32_order_key(y) < f32_order_key(lo), lo, y))
+        clamped = Mux(f32_order_key(low_clamped) > f32_order_key(hi), hi, low_clamped)
+        m.d.sync += self.y.eq(Mux(f32_is_nan(y), y, clamped))
+        return m
+
+
 class PostProcessor(wiring.Component):
     """Post-processing of one accumulator entry per cycle, ``conv_oc_lanes`` lanes wide, fully pipelined.
 
@@ -91,7 +157,8 @@ class PostProcessor(wiring.Component):
     Parameters
     ----------
     config : ProcessorConfig
-        The processor configuration (lanes, accumulator address width). Only dtype ``"int8"`` is implemented.
+        The processor configuration (lanes, accumulator address width, dtype: :class:`PostLaneInt8` or
+        :class:`PostLaneFp32` lanes).
 
     Members
     -------
@@ -105,15 +172,13 @@ class PostProcessor(wiring.Component):
         An entry is in the pipeline.
     """
 
-    #: Cycles from ``i`` to ``o``.
-    LATENCY = PostLaneInt8.LATENCY
-
     def __init__(self, *, config: ProcessorConfig):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
-        if config.dtype != "int8":
-            raise NotImplementedError(f"post-processing for dtype {config.dtype!r} is not implemented yet")
         self._config = config
+        self._lane = self.lane_class(config)
+        #: Cycles from ``i`` to ``o`` (the lane's latency: 4 for int8, 10 for fp32).
+        self.LATENCY = self._lane.LATENCY
         addr = unsigned(config.acc_addr_bits)
         self._input_layout = data.StructLayout({
             "acc": acc_entry_layout(config), "params": param_entry_layout(config), "addr": addr})
@@ -123,6 +188,11 @@ class PostProcessor(wiring.Component):
             "o": Out(stream.Signature(self._output_layout, always_ready=True)),
             "busy": Out(1),
         })
+
+    @staticmethod
+    def lane_class(config: ProcessorConfig) -> type:
+        """The lane component of the configuration's dtype."""
+        return PostLaneInt8 if config.dtype == "int8" else PostLaneFp32
 
     @property
     def config(self) -> ProcessorConfig:
@@ -143,11 +213,17 @@ class PostProcessor(wiring.Component):
         m = Module()
         params = self.i.payload.params
         for c in range(self._config.conv_oc_lanes):
-            lane = PostLaneInt8()
+            lane = self._lane()
             m.submodules[f"lane{c}"] = lane
             m.d.comb += [lane.acc.eq(self.i.payload.acc[c]), lane.bias.eq(params.bias[c]),
-                         lane.mult_pos.eq(params.mult_pos[c].value), lane.mult_neg.eq(params.mult_neg[c].value),
-                         lane.control.eq(params.control[c]), self.o.payload.data[c].eq(lane.y)]
+                         self.o.payload.data[c].eq(lane.y)]
+            if self._config.dtype == "int8":
+                m.d.comb += [lane.mult_pos.eq(params.mult_pos[c].value), lane.mult_neg.eq(params.mult_neg[c].value),
+                             lane.control.eq(params.control[c])]
+            else:
+                # clamp words in lane pairs: the even lane of the pair holds lo, the odd lane hi
+                m.d.comb += [lane.mult_pos.eq(params.mult_pos[c]), lane.mult_neg.eq(params.mult_neg[c]),
+                             lane.lo.eq(params.clamp[c & ~1]), lane.hi.eq(params.clamp[c | 1])]
 
         # The tag pipeline: validity and output address travel beside the lanes.
         valid = [Signal(name=f"valid{k}") for k in range(self.LATENCY)]

@@ -6,6 +6,10 @@ hardware overlaps its DMA and compute engines, which is only equivalent when the
 instructions of different engines with SYNC. :class:`GoldenModel` checks that (``check_hazards``), so compiler
 scheduling bugs are caught here instead of as rare mismatches on the RTL.
 
+The fp32 processor's rules (binary32 with round-to-nearest-even, flush-to-zero, canonical NaN, fixed orders of
+accumulation) are implemented with numpy float32/float64 by :func:`f32_add`, :func:`f32_mul`, :func:`f32_max`,
+:func:`f32_tree_sum` and :func:`postprocess_fp32`; ``docs/numerics.md`` states them.
+
 Integer rules (int8 processor), see ``docs/numerics.md``:
 
 * accumulators are int32 and wrap (two's complement); products are exact;
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
+from dlproc.processor.fp32 import FpAdd
 from dlproc.processor.isa import (
     CTRL_CLEAR,
     CTRL_IRQ_EN,
@@ -39,7 +44,9 @@ from dlproc.processor.isa import (
     Reg,
 )
 
-__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "postprocess_int8", "ENGINE_OF"]
+__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "postprocess_int8", "postprocess_fp32",
+           "ENGINE_OF", "f32_add", "f32_mul", "f32_max", "f32_sanitize", "f32_tree_sum", "f32_clamp", "f32_order_key",
+           "CANONICAL_NAN", "FC_PARTIAL_SUMS"]
 
 #: Which engine executes each opcode (the dispatcher issues in order; each engine runs one instruction at a time).
 ENGINE_OF = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.FC: "dma", Opcode.GEMM: "compute",
@@ -206,6 +213,38 @@ def f32_clamp(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(y), y, t).astype(np.float32)
 
 
+def postprocess_fp32(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Post-process binary32 accumulators (bias, scaling, activation, clamp), as the fp32 processor does.
+
+    Parameters
+    ----------
+    acc : ndarray of float32, shape (..., lanes)
+        Accumulator values.
+    params : ndarray of uint32, shape (..., 4, lanes)
+        binary32 words per lane: bias, mult_pos, mult_neg, clamp. The clamp words come in lane pairs: lane ``2k``
+        holds ``lo`` and lane ``2k+1`` holds ``hi`` for both lanes ``2k`` and ``2k+1``.
+
+    Returns
+    -------
+    ndarray of float32, shape of ``acc``
+        ``y = clamp((acc + bias) * (mult_neg if acc + bias < 0 else mult_pos), lo, hi)``, each operation rounded.
+    """
+    p = np.asarray(params, np.uint32)
+    words = [p[..., k, :].view(np.float32) for k in range(4)]
+    v = f32_add(acc, words[0])
+    y = f32_mul(v, np.where(v < 0, words[2], words[1]))
+    clamp = words[3]
+    lanes = clamp.shape[-1]
+    lo = np.repeat(clamp[..., 0::2], 2, axis=-1)[..., :lanes]
+    hi = np.repeat(clamp[..., 1::2], 2, axis=-1)[..., :lanes]
+    return f32_clamp(y, lo, hi)
+
+
+#: Partial sums of an fp32 FC row: piece ``j`` of a row is added to partial ``j % FC_PARTIAL_SUMS`` (the adder's
+#: pipeline depth, so the fc unit adds one piece per cycle), and the partials are summed by a tree at the row's end.
+FC_PARTIAL_SUMS = FpAdd.LATENCY
+
+
 class GoldenModel:
     """The processor's buffers and an interpreter for its instruction stream.
 
@@ -216,20 +255,21 @@ class GoldenModel:
     """
 
     def __init__(self, config: ProcessorConfig):
-        if config.dtype != "int8":
-            raise NotImplementedError(f"the golden model does not implement dtype {config.dtype!r} yet")
         self.config = c = config
+        self.fp32 = c.dtype == "fp32"
+        element = np.float32 if self.fp32 else np.int8
         self.isa = InstructionSet(config)
         self.ci, self.co = c.conv_ic_lanes, c.conv_oc_lanes
         # Buffers as flat byte arrays (LOAD fills bytes) with typed views for the engines.
         self.inp_bytes = np.zeros(c.input_entries * c.input_entry_bytes, np.uint8)
         self.wgt_bytes = np.zeros(c.weight_entries * c.weight_entry_bytes, np.uint8)
         self.par_bytes = np.zeros(c.param_buffer_entries * c.param_entry_bytes, np.uint8)
-        self.inp = self.inp_bytes.view(np.int8).reshape(c.input_entries, self.ci)
-        self.wgt = self.wgt_bytes.view(np.int8).reshape(c.weight_entries, self.co, self.ci)
+        self.inp = self.inp_bytes.view(element).reshape(c.input_entries, self.ci)
+        self.wgt = self.wgt_bytes.view(element).reshape(c.weight_entries, self.co, self.ci)
         self.par = self.par_bytes.view(np.uint32).reshape(c.param_buffer_entries, 4, self.co)
-        self.acc = np.zeros((c.acc_buffer_entries, self.co), np.int32)
-        self.out = np.zeros((c.acc_buffer_entries, self.co), np.int8)
+        self.acc = np.zeros((c.acc_buffer_entries, self.co), np.float32 if self.fp32 else np.int32)
+        self.out = np.zeros((c.acc_buffer_entries, self.co), element)
+        self._postprocess = postprocess_fp32 if self.fp32 else postprocess_int8
         self._buffer_bytes = {Buffer.INPUT: (self.inp_bytes, c.input_entry_bytes),
                               Buffer.WEIGHT: (self.wgt_bytes, c.weight_entry_bytes),
                               Buffer.PARAM: (self.par_bytes, c.param_entry_bytes)}
@@ -395,6 +435,27 @@ class GoldenModel:
         if mode == GemmMode.MAC:
             self._need(ins.wgt_base + R <= c.weight_entries, "GEMM weight range past the buffer")
         idx = self._inp_indices(ins)
+        if self.fp32:
+            self._gemm_fp32(ins, idx, mode, R, S)
+        else:
+            self._gemm_int8(ins, idx, mode, R, S)
+        if mode == GemmMode.MAC:
+            result.mac_steps += R * S
+        if ins.finalize:
+            self.out[ins.out_base:ins.out_base + S] = self._postprocess(self.acc[ins.acc_base:ins.acc_base + S],
+                                                                 self.par[ins.param_addr])
+        touched = [("INPUT", int(idx.min()), int(idx.max()) + 1, False),
+                   ("ACC", ins.acc_base, ins.acc_base + S, True)]
+        if mode == GemmMode.MAC:
+            touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
+        touched.append(("FC_PORT", 0, 1, False))  # the fc module shares the input-read / acc-write ports
+        if ins.finalize:
+            touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
+                        ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
+        return touched
+
+    def _gemm_int8(self, ins: Instruction, idx: np.ndarray, mode: GemmMode, R: int, S: int) -> None:
+        """int32 GEMM: exact products, wrapping sums (the order does not matter)."""
         x = self.inp[idx].astype(np.int64)  # (R, S, ci)
         acc = self.acc[ins.acc_base:ins.acc_base + S]
         old = acc.astype(np.int64)
@@ -402,7 +463,6 @@ class GoldenModel:
             w = self.wgt[ins.wgt_base:ins.wgt_base + R].astype(np.int64)  # (R, co, ci)
             val = np.einsum("rsi,rci->sc", x, w, optimize=True)
             new = val if ins.overwrite else old + val
-            result.mac_steps += R * S
         else:
             pad = np.zeros((S, self.co), np.int64)
             if mode == GemmMode.MAX:
@@ -412,16 +472,35 @@ class GoldenModel:
                 pad[:, :self.ci] = x.sum(axis=0) * ins.imm
                 new = pad if ins.overwrite else old + pad
         acc[:] = (((new + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
-        touched = [("INPUT", int(idx.min()), int(idx.max()) + 1, False),
-                   ("ACC", ins.acc_base, ins.acc_base + S, True)]
+
+    def _gemm_fp32(self, ins: Instruction, idx: np.ndarray, mode: GemmMode, R: int, S: int) -> None:
+        """binary32 GEMM: per reduction step, in loop order, ``acc = acc + step value`` (rounded); a MAC step value
+        is the adder tree over the input lanes of the rounded products (``docs/numerics.md``)."""
+        ci, co = self.ci, self.co
+        acc = self.acc[ins.acc_base:ins.acc_base + S]
+        cur = acc.copy()
+        first = bool(ins.overwrite)
         if mode == GemmMode.MAC:
-            touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
-        touched.append(("FC_PORT", 0, 1, False))  # the fc module shares the input-read / acc-write ports
-        if ins.finalize:
-            self.out[ins.out_base:ins.out_base + S] = postprocess_int8(acc, self.par[ins.param_addr])
-            touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
-                        ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
-        return touched
+            w = self.wgt[ins.wgt_base:ins.wgt_base + R]          # (R, co, ci)
+            chunk = max(1, (1 << 20) // max(1, S * co * ci))    # reduction steps per vectorized chunk
+            for k0 in range(0, R, chunk):
+                k1 = min(R, k0 + chunk)
+                x = self.inp[idx[k0:k1]]                          # (k, S, ci)
+                dots = f32_tree_sum(f32_mul(x[:, :, None, :], w[k0:k1, None, :, :]), axis=-1)   # (k, S, co)
+                for dot in dots:
+                    cur = dot if first else f32_add(cur, dot)
+                    first = False
+        else:
+            imm = np.float32(ins.imm)   # int16 -> binary32 is exact
+            for k in range(R):
+                val = np.zeros((S, co), np.float32)             # lanes >= ci take +0
+                x = self.inp[idx[k]]                            # (S, ci)
+                val[:, :ci] = f32_sanitize(x) if mode == GemmMode.MAX else f32_mul(x, imm)
+                if first:
+                    cur, first = val, False
+                else:
+                    cur = f32_max(cur, val) if mode == GemmMode.MAX else f32_add(cur, val)
+        acc[:] = cur
 
     def _post(self, ins: Instruction):
         c = self.config
@@ -432,7 +511,7 @@ class GoldenModel:
         self._need(ins.param_addr + np_ <= c.param_buffer_entries, "POST parameter range past the buffer")
         acc = self.acc[ins.acc_base:ins.acc_base + ins.n]
         par = self.par[ins.param_addr:ins.param_addr + ins.n] if ins.param_inc else self.par[ins.param_addr]
-        self.out[ins.out_base:ins.out_base + ins.n] = postprocess_int8(acc, par)
+        self.out[ins.out_base:ins.out_base + ins.n] = self._postprocess(acc, par)
         return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
                 ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
                 ("PARAM", ins.param_addr, ins.param_addr + np_, False), ("FC_PORT", 0, 1, False)]
@@ -447,6 +526,8 @@ class GoldenModel:
         self._need(ins.ddr_addr % beat == 0 and ins.row_stride % beat == 0,
                    f"FC weight address or row stride not a multiple of {beat} bytes")
         row = ins.n_in * ci
+        if self.fp32:
+            return self._fc_fp32(ins, ddr, size, result, last_entry)
         x = self.inp[ins.inp_base:ins.inp_base + ins.n_in].reshape(-1).astype(np.int64)
         w = np.empty((ins.n_out, row), np.int64)
         for o in range(ins.n_out):
@@ -459,6 +540,35 @@ class GoldenModel:
         new = old + s if ins.accumulate else s
         flat[:ins.n_out] = (((new + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
         result.read_bytes += row * ins.n_out
+        return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False),
+                ("ACC", ins.acc_base, last_entry + 1, True), ("FC_PORT", 0, 1, True)]
+
+    def _fc_fp32(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult, last_entry: int):
+        """binary32 FC: the row is cut into pieces of ``P`` elements (the fc unit's lanes); a piece's value is the
+        adder tree of its rounded products; piece ``j`` goes to partial sum ``j % FC_PARTIAL_SUMS`` (each starting at
+        -0, the additive identity), and the row sum is the adder tree over the partials."""
+        c = self.config
+        n = ins.n_in * self.ci
+        P = min(c.fc_threads, c.beat_bytes // c.element_bytes)
+        L = FC_PARTIAL_SUMS
+        x = self.inp[ins.inp_base:ins.inp_base + ins.n_in].reshape(-1)
+        w = np.empty((ins.n_out, n), np.float32)
+        for o in range(ins.n_out):
+            src = ins.ddr_addr + o * ins.row_stride
+            self._window(src, n * 4, size, "FC weight row")
+            w[o] = ddr[src:src + n * 4].view(np.float32)
+        pieces = n // P
+        dots = f32_tree_sum(f32_mul(w.reshape(ins.n_out, pieces, P), x.reshape(pieces, P)), axis=-1)
+        groups = -(-pieces // L)
+        padded = np.full((ins.n_out, groups * L), -0.0, np.float32)
+        padded[:, :pieces] = dots
+        partial = np.full((ins.n_out, L), -0.0, np.float32)
+        for g in range(groups):
+            partial = f32_add(partial, padded[:, g * L:(g + 1) * L])
+        s = f32_tree_sum(partial, axis=-1)
+        flat = self.acc[ins.acc_base:last_entry + 1].reshape(-1)
+        flat[:ins.n_out] = f32_add(flat[:ins.n_out], s) if ins.accumulate else s
+        result.read_bytes += n * 4 * ins.n_out
         return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False),
                 ("ACC", ins.acc_base, last_entry + 1, True), ("FC_PORT", 0, 1, True)]
 

@@ -254,8 +254,8 @@ def test_oc_equals_ic_lanes():
 def test_components_validate_parameters():
     with pytest.raises(TypeError, match="Lanes must be"):
         DotProductInt8(lanes=0)
-    with pytest.raises(NotImplementedError, match="fp32"):
-        ComputeEngine(config=ProcessorConfig.preset("tiny_fp32"))
+    fp32 = ComputeEngine(config=ProcessorConfig.preset("tiny_fp32"))   # the fp32 engine: tests/test_fp32.py
+    assert fp32.timing.update > 0 and fp32.timing.reuse_distance == fp32.timing.update + 1
     with pytest.raises(TypeError, match="ProcessorConfig"):
         MacArray(config=None)
     assert AccumulatorUpdateInt32().signature.members["new"].shape.width == 32

@@ -15,8 +15,11 @@ import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
+from dlproc.processor.config import ProcessorConfig
+from dlproc.processor.engine import ComputeEngine
 from dlproc.processor.fp32 import CANONICAL_NAN, FpAdd, FpMul, f32_from_int16, f32_max
-from dlproc.sim.golden import f32_add, f32_mul, f32_sanitize
+from dlproc.processor.isa import GemmMode, InstructionSet, Opcode
+from dlproc.sim.golden import GoldenModel, RunResult, f32_add, f32_mul, f32_sanitize
 from dlproc.sim.golden import f32_max as golden_max
 
 EDGE = np.array([
@@ -185,3 +188,154 @@ def test_max_and_int16_conversion():
     np.testing.assert_array_equal(np.array(got_imm, np.uint32), bits(ints.astype(np.float32)))
     assert bits(golden_max(np.float32([-0.0]), np.float32([0.0])))[0] == 0
     assert bits(golden_max(np.float32([np.nan]), np.float32([1.0])))[0] == CANONICAL_NAN
+
+
+# ------------------------------------------------------------------------------------------------ compute engine
+def fp32_config(**changes) -> ProcessorConfig:
+    """A small fp32 processor: 2 x 4 lanes, 128 input entries, 16 weight entries, 32 accumulators, 4 params."""
+    base = dict(dtype="fp32", conv_ic_lanes=2, conv_oc_lanes=4, fc_threads=2, axi_data_width=64,
+                input_buffer_kib=1, weight_buffer_kib=1, acc_buffer_entries=32, param_buffer_entries=4)
+    base.update(changes)
+    return ProcessorConfig(**base)
+
+
+def random_words(rng: np.random.Generator, shape, *, special: float = 0.03) -> np.ndarray:
+    """binary32 words: normal values of mixed magnitudes, some zeros, and edge cases (NaN, inf, subnormals)."""
+    x = (rng.standard_normal(shape) * 2.0 ** rng.integers(-6, 7, shape)).astype(np.float32)
+    words = x.view(np.uint32).copy()
+    words[rng.random(shape) < 0.05] = 0
+    edge = rng.random(shape) < special
+    words[edge] = rng.choice(EDGE, edge.sum())
+    return words
+
+
+def random_fp32_golden(cfg: ProcessorConfig, rng: np.random.Generator) -> GoldenModel:
+    """A golden model with random binary32 buffer contents and parameters (clamp pairs mostly ordered)."""
+    g = GoldenModel(cfg)
+    g.inp_bytes.view(np.uint32)[:] = random_words(rng, g.inp_bytes.size // 4)
+    g.wgt_bytes.view(np.uint32)[:] = random_words(rng, g.wgt_bytes.size // 4)
+    g.acc.view(np.uint32)[:] = random_words(rng, g.acc.shape)
+    g.out.view(np.uint32)[:] = random_words(rng, g.out.shape)
+    n, co = cfg.param_buffer_entries, cfg.conv_oc_lanes
+    g.par[:, 0] = random_words(rng, (n, co))
+    g.par[:, 1] = bits(rng.uniform(0.25, 2.0, (n, co)))
+    g.par[:, 2] = np.where(rng.random((n, co)) < 0.5, bits(rng.uniform(-1, 1, (n, co))), 0)
+    bound = rng.uniform(0.5, 8.0, (n, co // 2)).astype(np.float32)
+    lo = np.where(rng.random(bound.shape) < 0.3, -np.inf, -bound).astype(np.float32)
+    hi = np.where(rng.random(bound.shape) < 0.3, np.inf, bound).astype(np.float32)
+    swap = rng.random(bound.shape) < 0.1
+    lo[swap], hi[swap] = hi[swap], lo[swap]
+    clamp = np.empty((n, co), np.float32)
+    clamp[:, 0::2], clamp[:, 1::2] = lo, hi
+    g.par[:, 3] = bits(clamp)
+    return g
+
+
+def run_engine_fp32(cfg: ProcessorConfig, golden: GoldenModel, words: list[int], *,
+                    transparent_acc: bool = False) -> list[tuple[int, int, bool, int]]:
+    """Run instructions on the engine and the golden model; compare every acc/out word after each one.
+
+    Returns ``(steps, spatial, writes outputs, busy cycles)`` per instruction.
+    """
+    from test_engine import EngineHarness, transfer
+
+    isa = InstructionSet(cfg)
+    dut = EngineHarness(cfg, golden, transparent_acc=transparent_acc)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    stats = []
+    co = cfg.conv_oc_lanes
+
+    def words_of(memory, entries):
+        return np.array([np.frombuffer(ctx_get(memory.data[e]).to_bytes(4 * co, "little"), np.uint32)
+                         for e in range(entries)])
+
+    async def bench(ctx):
+        nonlocal ctx_get
+        ctx_get = ctx.get
+        bufs = dut.buffers
+        for index, word in enumerate(words):
+            ins = isa.decode(word)
+            ctx.set(dut.cmd.payload, word)
+            ctx.set(dut.cmd.valid, 1)
+            await transfer(ctx, dut.cmd)
+            ctx.set(dut.cmd.valid, 0)
+            busy = mac = 0
+            while ctx.get(dut.busy):
+                busy += 1
+                mac += ctx.get(dut.mac_active)
+                await ctx.tick()
+                assert busy < 20000, "engine hangs"
+            result = RunResult()
+            if ins.opcode == Opcode.GEMM:
+                golden._gemm(ins, result)
+                steps, spatial, outputs = ins.r0 * ins.r1 * ins.r2 * ins.s0 * ins.s1, ins.s0 * ins.s1, ins.finalize
+            else:
+                golden._post(ins)
+                steps, spatial, outputs = ins.n, ins.n, True
+            assert mac == result.mac_steps, f"instruction {index}: MAC_BUSY cycles"
+            stats.append((steps, spatial, bool(outputs), busy))
+            acc = words_of(bufs.acc, cfg.acc_buffer_entries)
+            out = words_of(bufs.output, cfg.acc_buffer_entries)
+            np.testing.assert_array_equal(acc, golden.acc.view(np.uint32), err_msg=f"acc after {index}: {ins}")
+            np.testing.assert_array_equal(out, golden.out.view(np.uint32), err_msg=f"out after {index}: {ins}")
+
+    ctx_get = None
+    sim.add_testbench(bench)
+    sim.run()
+    return stats
+
+
+def check_engine_cycles(cfg: ProcessorConfig, stats) -> None:
+    timing = ComputeEngine.timing_of(cfg)
+    for steps, spatial, outputs, busy in stats:
+        want = timing.cycles(steps, writes_outputs=outputs, spatial=spatial)
+        assert busy + 1 == want, f"{steps} steps ({spatial} spatial) took {busy + 1} cycles, not {want}"
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_engine_random_gemm_and_post(seed):
+    """Random GEMM (all modes, spatial extents 1 to 16) and POST instructions: every accumulator and output word."""
+    from test_engine import random_gemm, random_post
+
+    cfg = fp32_config()
+    rng = np.random.default_rng(seed)
+    golden = random_fp32_golden(cfg, rng)
+    isa = InstructionSet(cfg)
+    words = []
+    for k in range(14):
+        if k % 5 == 4:
+            words.append(isa.encode(Opcode.POST, **random_post(cfg, rng)))
+        else:
+            spatial = [(1, 1), (1, 2), (2, 3), None][k % 4]
+            words.append(isa.encode(Opcode.GEMM, **random_gemm(cfg, rng, spatial=spatial)))
+    check_engine_cycles(cfg, run_engine_fp32(cfg, golden, words))
+
+
+@pytest.mark.parametrize("transparent_acc", [False, True])
+def test_engine_accumulator_reuse(transparent_acc):
+    """Spatial extents 1 to 7 around the update latency: the engine waits just enough and forwards correctly."""
+    from test_engine import random_gemm
+
+    cfg = fp32_config()
+    rng = np.random.default_rng(30 + transparent_acc)
+    golden = random_fp32_golden(cfg, rng)
+    isa = InstructionSet(cfg)
+    words = []
+    for k, spatial in enumerate(((1, 1), (1, 2), (1, 3), (2, 2), (1, 5), (2, 3), (1, 7))):
+        f = random_gemm(cfg, rng, spatial=spatial, mode=GemmMode(k % 3))
+        f.update(r0=2, r1=2, r2=1, finalize=1, overwrite=k % 2, wgt_base=0, inp_base=0)
+        words.append(isa.encode(Opcode.GEMM, **f))
+    check_engine_cycles(cfg, run_engine_fp32(cfg, golden, words, transparent_acc=transparent_acc))
+
+
+def test_engine_four_input_lanes():
+    """conv_ic_lanes = 4 (a two-level adder tree), conv_oc_lanes = 4 (MAX/SUM lanes cover every output lane)."""
+    from test_engine import random_gemm
+
+    cfg = fp32_config(conv_ic_lanes=4, fc_threads=4, axi_data_width=128, input_buffer_kib=2, weight_buffer_kib=2)
+    rng = np.random.default_rng(40)
+    golden = random_fp32_golden(cfg, rng)
+    isa = InstructionSet(cfg)
+    words = [isa.encode(Opcode.GEMM, **random_gemm(cfg, rng, mode=GemmMode(k % 3))) for k in range(6)]
+    check_engine_cycles(cfg, run_engine_fp32(cfg, golden, words))
