@@ -50,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 
 from .buffers import acc_entry_layout, buffer_geometry, input_entry_layout, weight_entry_layout
 from .config import ProcessorConfig
-from .fp32 import FpAdd, FpMul, f32_flush, f32_from_int16, f32_max
+from .fp32 import FpAdd, FpMul, FpTreeSum, f32_flush, f32_from_int16, f32_max
 from .isa import EXTENT_BITS, INSTRUCTION_BITS, GemmMode, InstructionSet, Opcode
 from .postproc import PostProcessor
 
@@ -75,10 +75,6 @@ def _delay(m: Module, value, cycles: int, name: str):
         m.d.sync += reg.eq(value)
         value = reg
     return value
-
-
-def _tree_depth(n: int) -> int:
-    return max(0, (n - 1).bit_length())
 
 
 def _tree_sum(terms: list) -> object:
@@ -206,30 +202,16 @@ class DotProductFp32(wiring.Component):
     @staticmethod
     def latency_for(lanes: int) -> int:
         """:attr:`LATENCY` of a dot product of ``lanes`` elements."""
-        return FpMul.LATENCY + _tree_depth(lanes) * FpAdd.LATENCY
+        return FpMul.LATENCY + FpTreeSum.latency_for(lanes)
 
     def elaborate(self, platform):
         m = Module()
-        terms = []
+        m.submodules.tree = tree = FpTreeSum(terms=self._lanes)
         for i in range(self._lanes):
             mul = FpMul()
             m.submodules[f"mul{i}"] = mul
-            m.d.comb += [mul.a.eq(self.a[i]), mul.b.eq(self.b[i])]
-            terms.append(mul.y)
-        level = 0
-        while len(terms) > 1:
-            nxt = []
-            for i in range(0, len(terms), 2):
-                if i + 1 < len(terms):
-                    add = FpAdd()
-                    m.submodules[f"add{level}_{i // 2}"] = add
-                    m.d.comb += [add.a.eq(terms[i]), add.b.eq(terms[i + 1])]
-                    nxt.append(add.y)
-                else:
-                    nxt.append(_delay(m, terms[i], FpAdd.LATENCY, f"pass{level}"))
-            terms = nxt
-            level += 1
-        m.d.comb += self.sum.eq(terms[0])
+            m.d.comb += [mul.a.eq(self.a[i]), mul.b.eq(self.b[i]), tree.t[i].eq(mul.y)]
+        m.d.comb += self.sum.eq(tree.sum)
         return m
 
 

@@ -21,15 +21,31 @@ Pipeline of one piece of ``P`` weights issued in cycle ``t``::
 
 With a beat always available the instruction takes ``n_out * n_in * conv_ic_lanes / P + 5`` cycles from its
 command handshake to the next possible one (:meth:`FcUnit.cycles`).
+
+The fp32 unit (binary32 weights, ``P = min(fc_threads, beat bytes / 4)``) cannot add one piece per cycle into a
+single row sum: the adder takes ``L = FpAdd.LATENCY`` cycles. It keeps ``L`` partial sums instead, in the adder's
+own pipeline (a ring: the adder's output is fed back as its second operand, and the ring only moves when an entry
+arrives, so piece ``j`` of a row always lands in partial ``j % L`` whatever the weight stream's stalls)::
+
+    t      issue: a piece (or a padding entry, or a drain entry), input read address
+    t+1    input data -> DotProductFp32 (FpMul, FpAdd tree; latency D)
+    t+1+D  ring advance: partial[j % L] += piece (-0 restarts a partial: it is the identity of the addition);
+           the first L advances of a row hand the previous row's L partials to the collector
+    +1     FpTreeSum over the L partials (latency T)
+    +T     accumulator read address; then FpAdd(old lane if accumulate else -0, row sum) and the lane write
+
+Rows are padded with ``-0`` entries to a multiple of ``L`` advances, and ``L`` drain entries after the last row
+push its partials out. This defines the summation order the golden model reproduces (``docs/numerics.md``).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .buffers import acc_entry_layout, buffer_geometry
 from .config import ProcessorConfig
-from .engine import DotProductInt8
+from .engine import DotProductFp32, DotProductInt8
+from .fp32 import NEG_ZERO, FpAdd, FpTreeSum
 from .isa import INSTRUCTION_BITS, InstructionSet, Opcode
 
 __all__ = ["FcUnit"]
@@ -41,7 +57,7 @@ class FcUnit(wiring.Component):
     Parameters
     ----------
     config : ProcessorConfig
-        The processor configuration (only dtype ``"int8"`` is implemented).
+        The processor configuration (int8 or binary32 arithmetic).
 
     Members
     -------
@@ -65,8 +81,6 @@ class FcUnit(wiring.Component):
     def __init__(self, *, config: ProcessorConfig):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
-        if config.dtype != "int8":
-            raise NotImplementedError(f"the fc unit for dtype {config.dtype!r} is not implemented yet")
         self._config = config
         self._isa = InstructionSet(config)
         geo = {name: buffer_geometry(config, name) for name in ("input", "acc")}
@@ -89,17 +103,31 @@ class FcUnit(wiring.Component):
         """``P``: weights multiplied per cycle, ``min(fc_threads, beat bytes)``."""
         return min(self._config.fc_threads, self._config.beat_bytes // self._config.element_bytes)
 
-    #: Cycles beyond the pieces: handshake, 3 pipeline stages to the row sum, the lane write.
+    #: Cycles beyond the pieces (int8): handshake, 3 pipeline stages to the row sum, the lane write.
     FIXED_CYCLES = 1 + 1 + DotProductInt8.LATENCY + 1
+
+    #: Partial sums of an fp32 row (the depth of the ring adder).
+    PARTIAL_SUMS = FpAdd.LATENCY
 
     def cycles(self, n_out: int, n_in: int) -> int:
         """Cycles of an FC instruction from its handshake to the next possible one, if weights never run dry.
 
-        ``n_out * n_in * conv_ic_lanes / P + 5``.
+        int8: ``n_out * n_in * conv_ic_lanes / P + 5``. fp32: every row takes its pieces rounded up to a multiple of
+        ``L`` (:attr:`PARTIAL_SUMS`), then ``L`` drain entries and the pipeline (dot product, partial-sum tree, the
+        accumulating adder).
         """
-        return n_out * n_in * self._config.conv_ic_lanes // self.lanes + self.FIXED_CYCLES
+        pieces = n_in * self._config.conv_ic_lanes // self.lanes
+        if self._config.dtype == "int8":
+            return n_out * pieces + self.FIXED_CYCLES
+        L = self.PARTIAL_SUMS
+        entries = n_out * (-(-pieces // L) * L) + L
+        # handshake, input read, dot product, partials register, tree, accumulator read, accumulating adder
+        fixed = 1 + 1 + DotProductFp32.latency_for(self.lanes) + 1 + FpTreeSum.latency_for(L) + 1 + FpAdd.LATENCY
+        return entries + fixed
 
     def elaborate(self, platform):
+        if self._config.dtype == "fp32":
+            return self._elaborate_fp32()
         m = Module()
         cfg = self._config
         P = self.lanes
@@ -205,4 +233,178 @@ class FcUnit(wiring.Component):
             self.acc_wr.addr.eq(wr_entry), self.acc_wr.data.eq(Cat(*(result for _ in range(cfg.conv_oc_lanes)))),
             self.acc_wr.en.eq(Mux(wr_valid, lane_enable, 0)),
         ]
+        return m
+
+    def _elaborate_fp32(self):
+        m = Module()
+        cfg = self._config
+        P = self.lanes
+        L = self.PARTIAL_SUMS
+        groups = cfg.conv_ic_lanes // P              # pieces per input entry
+        pieces_per_beat = cfg.beat_bytes // (4 * P)
+        inp_bits, acc_bits = cfg.input_addr_bits, cfg.acc_addr_bits
+        lane_bits = (cfg.conv_oc_lanes - 1).bit_length()
+        fc = data.View(self._isa.layout(Opcode.FC), self.cmd.payload)
+        piece_layout = data.ArrayLayout(unsigned(32), P)
+
+        # ------------------------------------------------------------------ instruction registers
+        accumulate = Signal()
+        inp_base, acc_base = Signal(inp_bits), Signal(acc_bits)
+        last_entry = Signal(inp_bits + 1)   # n_in - 1
+        last_row = Signal(16)               # n_out - 1
+        running = Signal()
+        group = Signal(range(groups))       # piece within the input entry
+        entry = Signal(inp_bits + 1)        # input entry within the row
+        inp_addr = Signal(inp_bits)
+        row = Signal(16)
+        prev_row = Signal(16)               # the row whose partials the head of this row collects
+        first_row = Signal()                # no previous row to collect
+        slot = Signal(range(L))             # partial sum of the next entry
+        head = Signal()                     # the next entry is among the first L of its row
+        padding = Signal()                  # the row's pieces are done: pad to a multiple of L
+        draining = Signal()                 # after the last row: L entries push its partials out
+
+        # ------------------------------------------------------------------ the held beat
+        beat = Signal(cfg.axi_data_width)
+        beat_full = Signal()
+        piece_in_beat = group[:(pieces_per_beat - 1).bit_length()] if pieces_per_beat > 1 else Const(0, 1)
+        real = running & ~padding & ~draining & beat_full   # a piece of weights issues
+        filler = running & (padding | draining)              # a padding or drain entry issues
+        advance = real | filler
+        consume = real & (piece_in_beat == pieces_per_beat - 1)
+        m.d.comb += self.weights.ready.eq(~beat_full | consume)
+        with m.If(self.weights.valid & self.weights.ready):
+            m.d.sync += [beat.eq(self.weights.payload), beat_full.eq(1)]
+        with m.Elif(consume):
+            m.d.sync += beat_full.eq(0)
+
+        # ------------------------------------------------------------------ pipeline registers
+        ctl_layout = data.StructLayout({"valid": 1, "pad": 1, "head": 1, "collect": 1, "last_slot": 1, "row": 16})
+        s1 = Signal(ctl_layout)
+        s1_group = Signal(range(groups))
+        s1_piece = Signal(piece_layout)
+        m.submodules.dot = dot = DotProductFp32(lanes=P)
+        delayed = [Signal(ctl_layout, name=f"dot_ctl{k}") for k in range(dot.LATENCY)]
+        ctl = delayed[-1] if delayed else s1
+
+        # ------------------------------------------------------------------ accept a command
+        with m.If(self.cmd.valid & self.cmd.ready & (fc.opcode == Opcode.FC)):
+            m.d.sync += [
+                accumulate.eq(fc.accumulate), inp_base.eq(fc.inp_base), acc_base.eq(fc.acc_base),
+                last_entry.eq(fc.n_in - 1), last_row.eq(fc.n_out - 1),
+                group.eq(0), entry.eq(0), inp_addr.eq(fc.inp_base), row.eq(0), running.eq(1),
+                first_row.eq(1), slot.eq(0), head.eq(1), padding.eq(0), draining.eq(0),
+            ]
+
+        # ------------------------------------------------------------------ issue one entry per cycle
+        row_done = (entry == last_entry) & (group == groups - 1)
+        slot_wraps = slot == L - 1
+        m.d.comb += [self.inp_rd.addr.eq(inp_addr), self.inp_rd.en.eq(real)]
+        m.d.sync += [
+            s1.valid.eq(advance), s1.pad.eq(~real), s1.head.eq(head | draining),
+            s1.collect.eq((head & ~first_row) | draining), s1.last_slot.eq(slot_wraps), s1.row.eq(prev_row),
+            s1_group.eq(group), s1_piece.eq(beat.word_select(piece_in_beat, 32 * P)),
+        ]
+
+        def next_row() -> None:
+            # the row (its pieces and padding) is complete: start the next one, or drain after the last
+            m.d.sync += [prev_row.eq(row), first_row.eq(0), head.eq(1), padding.eq(0)]
+            with m.If(row == last_row):
+                m.d.sync += draining.eq(1)
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+
+        with m.If(advance):
+            m.d.sync += slot.eq(Mux(slot_wraps, 0, slot + 1))
+            with m.If(slot_wraps):
+                m.d.sync += head.eq(0)
+        with m.If(real):
+            with m.If(group != groups - 1):
+                m.d.sync += group.eq(group + 1)
+            with m.Else():
+                m.d.sync += group.eq(0)
+                with m.If(entry != last_entry):
+                    m.d.sync += [entry.eq(entry + 1), inp_addr.eq(inp_addr + 1)]
+                with m.Else():
+                    m.d.sync += [entry.eq(0), inp_addr.eq(inp_base)]
+            with m.If(row_done):
+                with m.If(slot_wraps):
+                    next_row()
+                with m.Else():
+                    m.d.sync += padding.eq(1)
+        with m.Elif(filler & slot_wraps):
+            with m.If(draining):
+                m.d.sync += [running.eq(0), draining.eq(0)]
+            with m.Else():
+                next_row()
+
+        # ------------------------------------------------------------------ multiply and sum the piece
+        entry_groups = data.View(data.ArrayLayout(piece_layout, groups), self.inp_rd.data)
+        m.d.comb += [dot.a.eq(s1_piece), dot.b.eq(entry_groups[s1_group])]
+        if delayed:
+            m.d.sync += delayed[0].eq(s1)
+            for k in range(1, len(delayed)):
+                m.d.sync += delayed[k].eq(delayed[k - 1])
+
+        # ------------------------------------------------------------------ the ring of L partial sums
+        ring = FpAdd()
+        m.submodules.ring = EnableInserter(ctl.valid)(ring)
+        m.d.comb += [ring.a.eq(Mux(ctl.pad, NEG_ZERO, dot.sum)), ring.b.eq(Mux(ctl.head, NEG_ZERO, ring.y))]
+
+        # ------------------------------------------------------------------ collect the previous row's partials
+        held = [Signal(32, name=f"held{k}") for k in range(L - 1)]
+        with m.If(ctl.valid & ctl.collect & ~ctl.last_slot):
+            m.d.sync += held[0].eq(ring.y) if L > 1 else []
+            for k in range(1, L - 1):
+                m.d.sync += held[k].eq(held[k - 1])
+        m.submodules.tree = tree = FpTreeSum(terms=L)
+        tree_valid, tree_row = Signal(), Signal(16)
+        partials = Signal(data.ArrayLayout(32, L))
+        # held[-1] is the oldest (slot 0); the current ring output is slot L-1
+        m.d.sync += [partials[k].eq(held[L - 2 - k]) for k in range(L - 1)]
+        m.d.sync += [partials[L - 1].eq(ring.y), tree_valid.eq(ctl.valid & ctl.collect & ctl.last_slot),
+                     tree_row.eq(ctl.row)]
+        m.d.comb += tree.t.eq(partials)
+        sum_valid = tree_valid
+        sum_row = tree_row
+        in_flight = [tree_valid]
+        for k in range(tree.LATENCY):
+            v, r = Signal(name=f"tree_valid{k}"), Signal(16, name=f"tree_row{k}")
+            m.d.sync += [v.eq(sum_valid), r.eq(sum_row)]
+            sum_valid, sum_row = v, r
+            in_flight.append(v)
+
+        # ------------------------------------------------------------------ accumulate and write one lane
+        row_entry = Signal(acc_bits)
+        m.d.comb += row_entry.eq(acc_base + (sum_row >> lane_bits))
+        m.d.comb += [self.acc_rd.addr.eq(row_entry), self.acc_rd.en.eq(sum_valid)]
+        rd_valid, rd_sum = Signal(), Signal(32)
+        rd_entry, rd_lane = Signal(acc_bits), Signal(max(1, lane_bits))
+        m.d.sync += [rd_valid.eq(sum_valid), rd_sum.eq(tree.sum), rd_entry.eq(row_entry),
+                     rd_lane.eq(sum_row[:lane_bits] if lane_bits else 0)]
+        old = data.View(acc_entry_layout(cfg), self.acc_rd.data)[rd_lane]
+        m.submodules.acc_add = acc_add = FpAdd()
+        m.d.comb += [acc_add.a.eq(Mux(accumulate, old, NEG_ZERO)), acc_add.b.eq(rd_sum)]
+        wr_valid, wr_entry, wr_lane = rd_valid, rd_entry, rd_lane
+        for k in range(FpAdd.LATENCY):
+            v, e, la = Signal(name=f"wr_valid{k}"), Signal(acc_bits, name=f"wr_entry{k}"), \
+                Signal(max(1, lane_bits), name=f"wr_lane{k}")
+            m.d.sync += [v.eq(wr_valid), e.eq(wr_entry), la.eq(wr_lane)]
+            wr_valid, wr_entry, wr_lane = v, e, la
+            in_flight.append(v)
+        lane_enable = Signal(unsigned(cfg.conv_oc_lanes))
+        m.d.comb += lane_enable.eq(Const(1, cfg.conv_oc_lanes) << wr_lane)
+        m.d.comb += [
+            self.acc_wr.addr.eq(wr_entry),
+            self.acc_wr.data.eq(Cat(*(acc_add.y for _ in range(cfg.conv_oc_lanes)))),
+            self.acc_wr.en.eq(Mux(wr_valid, lane_enable, 0)),
+        ]
+
+        # ------------------------------------------------------------------ busy
+        busy = running | s1.valid | rd_valid
+        for stage in delayed:
+            busy = busy | stage.valid
+        for valid in in_flight:
+            busy = busy | valid
+        m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
         return m

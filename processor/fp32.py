@@ -19,11 +19,11 @@ carries validity; wrap a unit in :class:`~amaranth.hdl.EnableInserter` to stall 
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["FpAdd", "FpMul", "CANONICAL_NAN", "NEG_ZERO", "f32_is_nan", "f32_flush", "f32_order_key", "f32_max",
-           "f32_from_int16"]
+__all__ = ["FpAdd", "FpMul", "FpTreeSum", "CANONICAL_NAN", "NEG_ZERO", "f32_is_nan", "f32_flush", "f32_order_key",
+           "f32_max", "f32_from_int16"]
 
 #: The NaN every unit outputs (quiet, positive, zero payload).
 CANONICAL_NAN = 0x7FC0_0000
@@ -269,3 +269,60 @@ class FpAdd(wiring.Component):
         m.d.sync += self.y.eq(word)
         return m
 
+
+
+class FpTreeSum(wiring.Component):
+    """Sum of ``terms`` binary32 words by a balanced tree of :class:`FpAdd` in lane order, fully pipelined.
+
+    Level by level, neighbours are added, ``((t0 + t1) + (t2 + t3)) + ...``; with an odd number of terms the last one
+    passes up a level unchanged (delayed to stay aligned). One term is passed through with no delay.
+
+    Parameters
+    ----------
+    terms : int
+        Number of terms (a positive integer).
+
+    Members
+    -------
+    t : In(data.ArrayLayout(32, terms))
+        The terms.
+    sum : Out(32)
+        Their sum, :attr:`LATENCY` cycles after the terms.
+    """
+
+    def __init__(self, *, terms: int):
+        if not isinstance(terms, int) or isinstance(terms, bool) or terms < 1:
+            raise TypeError(f"Terms must be a positive integer, not {terms!r}")
+        self._terms = terms
+        #: Cycles from the terms to ``sum``: ``ceil(log2(terms))`` adders.
+        self.LATENCY = self.latency_for(terms)
+        super().__init__({"t": In(data.ArrayLayout(32, terms)), "sum": Out(32)})
+
+    @staticmethod
+    def latency_for(terms: int) -> int:
+        """:attr:`LATENCY` of a tree over ``terms`` terms."""
+        return max(0, (terms - 1).bit_length()) * FpAdd.LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        level_terms = [self.t[i] for i in range(self._terms)]
+        level = 0
+        while len(level_terms) > 1:
+            nxt = []
+            for i in range(0, len(level_terms), 2):
+                if i + 1 < len(level_terms):
+                    add = FpAdd()
+                    m.submodules[f"add{level}_{i // 2}"] = add
+                    m.d.comb += [add.a.eq(level_terms[i]), add.b.eq(level_terms[i + 1])]
+                    nxt.append(add.y)
+                else:
+                    value = level_terms[i]
+                    for k in range(FpAdd.LATENCY):
+                        reg = Signal(32, name=f"pass{level}_{k}")
+                        m.d.sync += reg.eq(value)
+                        value = reg
+                    nxt.append(value)
+            level_terms = nxt
+            level += 1
+        m.d.comb += self.sum.eq(level_terms[0])
+        return m

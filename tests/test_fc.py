@@ -164,6 +164,7 @@ def test_fc_cycles_with_a_full_weight_stream():
 
 
 def test_fc_validates_config():
-    with pytest.raises(NotImplementedError, match="fp32"):
-        FcUnit(config=ProcessorConfig.preset("tiny_fp32"))
+    assert FcUnit(config=ProcessorConfig.preset("tiny_fp32")).lanes == 2   # binary32 fc unit: tests/test_fp32.py
+    with pytest.raises(TypeError, match="ProcessorConfig"):
+        FcUnit(config="tiny_int8")
     assert FcUnit(config=fc_config(8, 8, 8, 32)).lanes == 4

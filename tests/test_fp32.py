@@ -17,6 +17,7 @@ from amaranth.sim import Simulator
 
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.engine import ComputeEngine
+from dlproc.processor.fc import FcUnit
 from dlproc.processor.fp32 import CANONICAL_NAN, FpAdd, FpMul, f32_from_int16, f32_max
 from dlproc.processor.isa import GemmMode, InstructionSet, Opcode
 from dlproc.sim.golden import GoldenModel, RunResult, f32_add, f32_mul, f32_sanitize
@@ -339,3 +340,95 @@ def test_engine_four_input_lanes():
     isa = InstructionSet(cfg)
     words = [isa.encode(Opcode.GEMM, **random_gemm(cfg, rng, mode=GemmMode(k % 3))) for k in range(6)]
     check_engine_cycles(cfg, run_engine_fp32(cfg, golden, words))
+
+
+# ------------------------------------------------------------------------------------------------ fc unit
+def run_fc_fp32(cfg: ProcessorConfig, seed: int, count: int, *, gap_probability: float,
+                max_in: int = 4) -> list[tuple[int, int]]:
+    """Random FC instructions on the fp32 fc unit with a stalling weight stream; every accumulator word is compared
+    with the golden model after each. Returns ``(formula, measured)`` cycles for the instructions without stalls."""
+    from test_fc import FcHarness, transfer
+
+    rng = np.random.default_rng(seed)
+    isa = InstructionSet(cfg)
+    golden = GoldenModel(cfg)
+    golden.inp_bytes.view(np.uint32)[:] = random_words(rng, golden.inp_bytes.size // 4, special=0.01)
+    golden.acc.view(np.uint32)[:] = random_words(rng, golden.acc.shape)
+    ddr_bytes = 1 << 14
+    ddr = random_words(rng, ddr_bytes // 4, special=0.002).view(np.uint8)
+    co, beat = cfg.conv_oc_lanes, cfg.beat_bytes
+    instructions = []
+    for _ in range(count):
+        n_in, n_out = int(rng.integers(1, max_in + 1)), int(rng.integers(1, 3 * co))
+        row = n_in * cfg.input_entry_bytes
+        row_stride = row + beat * int(rng.integers(0, 3))
+        entries = (n_out - 1) // co + 1
+        instructions.append(dict(
+            accumulate=int(rng.integers(0, 2)), row_stride=row_stride, n_out=n_out, n_in=n_in,
+            ddr_addr=beat * int(rng.integers(0, (ddr_bytes - n_out * row_stride) // beat)),
+            inp_base=int(rng.integers(0, cfg.input_entries - n_in + 1)),
+            acc_base=int(rng.integers(0, cfg.acc_buffer_entries - entries + 1))))
+    beats, owner = [], []
+    for index, f in enumerate(instructions):
+        row = f["n_in"] * cfg.input_entry_bytes
+        for o in range(f["n_out"]):
+            raw = ddr[f["ddr_addr"] + o * f["row_stride"]:][:row].tobytes()
+            beats += [int.from_bytes(raw[i:i + beat], "little") for i in range(0, row, beat)]
+            owner += [index] * (row // beat)
+    stalled = {owner[i] for i in np.flatnonzero(rng.random(len(beats)) < gap_probability)}
+    dut = FcHarness(cfg, golden)
+    unit = FcUnit(config=cfg)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    cycles = []
+
+    async def feeder(ctx):
+        for index, word in enumerate(beats):
+            if owner[index] in stalled and rng.random() < 0.5:
+                ctx.set(dut.weights.valid, 0)
+                for _ in range(int(rng.integers(1, 4))):
+                    await ctx.tick()
+            ctx.set(dut.weights.payload, word)
+            ctx.set(dut.weights.valid, 1)
+            await transfer(ctx, dut.weights)
+        ctx.set(dut.weights.valid, 0)
+
+    async def control(ctx):
+        bufs = dut.buffers
+        for index, f in enumerate(instructions):
+            ctx.set(dut.cmd.payload, isa.encode(Opcode.FC, **f))
+            ctx.set(dut.cmd.valid, 1)
+            await transfer(ctx, dut.cmd)
+            ctx.set(dut.cmd.valid, 0)
+            busy = 0
+            while ctx.get(dut.busy):
+                busy += 1
+                await ctx.tick()
+                assert busy < 20000, "fc unit hangs"
+            if index not in stalled:
+                cycles.append((unit.cycles(f["n_out"], f["n_in"]), busy + 1))
+            ins = isa.decode(isa.encode(Opcode.FC, **f))
+            golden._fc(ins, ddr, ddr_bytes, RunResult())
+            acc = np.array([np.frombuffer(ctx.get(bufs.acc.data[e]).to_bytes(4 * co, "little"), np.uint32)
+                            for e in range(cfg.acc_buffer_entries)])
+            np.testing.assert_array_equal(acc, golden.acc.view(np.uint32), err_msg=f"acc after FC {index}: {ins}")
+
+    sim.add_testbench(feeder, background=True)
+    sim.add_testbench(control)
+    sim.run()
+    return cycles
+
+
+@pytest.mark.parametrize("ci,co,threads,axi", [(2, 4, 2, 64), (4, 4, 4, 128), (4, 8, 2, 128), (2, 2, 1, 32)])
+def test_fc_unit_matches_golden(ci, co, threads, axi):
+    """Rows of 1 to 4 pieces up to many, fewer and more pieces than partial sums, stalls in the weight stream;
+    one piece per cycle when the stream keeps up."""
+    cfg = fp32_config(conv_ic_lanes=ci, conv_oc_lanes=co, fc_threads=threads, axi_data_width=axi)
+    cycles = run_fc_fp32(cfg, seed=ci * 100 + co * 10 + threads, count=8, gap_probability=0.05)
+    assert cycles and all(want == got for want, got in cycles), cycles
+
+
+def test_fc_unit_long_rows():
+    """Rows much longer than the ring: every partial sum sees many pieces."""
+    cfg = fp32_config(input_buffer_kib=2)
+    run_fc_fp32(cfg, seed=5, count=3, gap_probability=0.02, max_in=40)
