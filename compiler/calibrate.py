@@ -4,20 +4,25 @@ Three statistics choose the range ``(lo, hi)`` of each activation tensor:
 
 ``"minmax"``
     the smallest and largest value seen. Nothing is clipped, but a single outlier stretches the int8 step of the whole
-    tensor (Gaussian data with an outlier at 50 sigma gets a step of 0.4 sigma: most values fall into a handful of
-    levels);
+    tensor: Gaussian data (sigma 1) with a few values at 50 gets a step of 0.39, and most values fall into a handful
+    of levels;
 ``"percentile"``
-    the ``percentile`` of ``|x|`` over all values seen (from a histogram of 2048 bins whose range doubles as larger
-    values arrive; the result is the upper edge of a bin), clipped to the min/max. Rare outliers (fewer than
-    ``100 - percentile`` percent of the values) saturate at the int8 limits and the bulk keeps a fine step;
+    the ``percentile`` of ``|x|`` over all values seen (default 99.99; from a histogram of 8192 bins whose range
+    doubles as larger values arrive; the result is the upper edge of a bin), clipped to the min/max. Outliers rarer
+    than ``100 - percentile`` percent saturate at the int8 limits and the bulk keeps a fine step: in the example above
+    the range becomes about 4.2 (step 0.033), the clipped fraction is that of the outliers (about 1e-4), and the mean
+    squared error on the bulk drops about 140-fold;
 ``"entropy"``
     the clipping threshold of ``|x|`` whose 128-level quantization loses the least information (smallest
-    Kullback-Leibler divergence from the histogram, the TensorRT int8 calibration), clipped to the min/max. On a
-    Gaussian bulk it settles near 4 to 5 sigma whatever the outliers, so it clips a small fraction (of the order of
-    1e-4) and has the lowest error on the bulk.
+    Kullback-Leibler divergence between the clipped histogram and its quantized version, the TensorRT int8
+    calibration; ~256 candidate thresholds spaced geometrically), clipped to the min/max. On the example it also
+    settles near 4.2 sigma, clipping the outliers and a few bulk values (about 1e-4 in all), with the lowest error
+    on the bulk.
 
-Both histogram methods resolve ``top / 2048`` with ``top`` the power of two above the largest magnitude: outliers a
-thousand times larger than the bulk leave the bulk a few bins, and the thresholds become coarse.
+The histogram resolves ``top / 8192`` with ``top`` the power of two above the largest magnitude, and the smallest
+entropy candidate is 128 bins (``top / 64``): outliers more than about 64 times the bulk's clipping point (some
+250 sigma for Gaussian data) leave the entropy threshold at ``top / 64``, coarser than it should be but still far
+below min-max; ``"percentile"`` keeps its precision much further.
 
 The result, :class:`CalibrationStats`, maps each tensor name to the chosen ``(lo, hi)`` (:func:`~.quantize.quantize`
 takes ``max(|lo|, |hi|)`` as the symmetric range) and keeps what a report needs: the observed minimum and maximum,
@@ -45,7 +50,7 @@ class AbsHistogram:
         Number of bins (even).
     """
 
-    def __init__(self, bins: int = 2048):
+    def __init__(self, bins: int = 8192):
         self.bins = bins
         self.counts = np.zeros(bins, np.int64)
         self.top = 0.0
@@ -80,8 +85,8 @@ class AbsHistogram:
         if used <= levels:
             return used * width
         best, best_kl = used, np.inf
-        step = max(1, (used - levels) // 256)  # at most ~256 candidate thresholds
-        for i in range(levels, used + 1, step):
+        # ~256 candidate thresholds, spaced geometrically: fine steps near the bulk, coarse ones out to the outliers
+        for i in np.unique(np.geomspace(levels, used, 256).round().astype(np.int64)):
             p = counts[:i].copy()
             p[-1] += counts[i:].sum()
             level = (np.arange(i) * levels) // i  # the quantization level of each bin

@@ -33,12 +33,14 @@ Import (:func:`strip_qdq`)
 --------------------------
 A model quantized elsewhere (onnxruntime's ``quantize_static`` in QDQ format, PyTorch's QDQ export) has
 ``QuantizeLinear -> DequantizeLinear`` pairs on activations and ``DequantizeLinear`` (or ``QuantizeLinear ->
-DequantizeLinear``) on constant weights. :func:`strip_qdq` replaces each activation pair by an ``Identity`` and
-records its scale for the tensor on both sides, and records the weight scales by the name of the dequantized weight;
-constant folding then turns the weights into float values on their int8 grid. The compiler keeps those scales instead
-of calibrating. The processor's activations are symmetric int8 with zero point 0: any other activation type or a
-non-zero zero point raises :class:`~.errors.CompileError` naming the node (re-quantize with symmetric int8
-activations; silently converting would lose up to a bit of precision on a model someone tuned).
+DequantizeLinear``) on constant weights. :func:`strip_qdq` removes each activation pair (its readers read the float
+tensor directly; a pair producing a network output becomes an ``Identity``) and records its scale for that tensor,
+and replaces each dequantized constant by its float value (on its int8 grid) and records its scales. The compiler
+keeps those scales instead of calibrating. Where the compiler fuses operators (conv + ReLU, conv + BatchNormalization)
+the scales of the tensors that disappear are not used; weights that a folded BatchNormalization moved off their grid
+are quantized anew (with a warning). The processor's activations are symmetric int8 with zero point 0: any other
+activation type or a non-zero zero point raises :class:`~.errors.CompileError` naming the node (re-quantize with
+symmetric int8 activations; silently converting would lose up to a bit of precision on a model someone tuned).
 """
 
 from __future__ import annotations
@@ -319,7 +321,8 @@ class QdqScales:
     Attributes
     ----------
     activations : dict of str to float
-        Scale per activation tensor (both sides of each removed ``QuantizeLinear -> DequantizeLinear`` pair).
+        Scale per activation tensor (the input of each removed ``QuantizeLinear -> DequantizeLinear`` pair, and the
+        output when it is a network output).
     weights : dict of str to (ndarray, int)
         ``(scale, axis)`` per dequantized constant (the output name of its ``DequantizeLinear``).
     """
@@ -405,7 +408,7 @@ def _check_activation(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> fl
 
 
 def strip_qdq(model: onnx.ModelProto) -> QdqScales:
-    """Remove the activation Q/DQ pairs of a QDQ model in place and collect its scales (see the module doc).
+    """Remove the Q/DQ nodes of a QDQ model in place and collect its scales (see the module doc).
 
     Parameters
     ----------
@@ -437,20 +440,28 @@ def strip_qdq(model: onnx.ModelProto) -> QdqScales:
     found = QdqScales()
     replace: dict[int, onnx.NodeProto] = {}
     drop: set[int] = set()
+    values: dict[str, np.ndarray] = {}  #: dequantized constants
+    rename: dict[str, str] = {}  #: DequantizeLinear output -> the QuantizeLinear's float input
     for d in nodes:
         if d.op_type != "DequantizeLinear":
             continue
         x = d.input[0]
         src = producer.get(x)
         from_const = x in consts or (src is not None and src.op_type == "QuantizeLinear" and src.input[0] in consts)
-        if from_const:  # a weight or bias: constant folding dequantizes it, the scale is kept for the layer
-            elem, zp = _q_type(d, consts)
+        if from_const:  # a weight or bias: dequantized here (onnx.reference has no Q/DQ before opset 19)
+            _, zp = _q_type(d, consts)
             if np.any(zp != 0):
                 raise CompileError(f"node {d.name!r} (DequantizeLinear): weight zero point "
                                    f"{zp.reshape(-1)[:4].tolist()}; the processor's weights are symmetric (zero point "
                                    "0)")
-            attrs = {a.name: helper.get_attribute_value(a) for a in d.attribute}
-            found.weights[d.output[0]] = (_scale_of(d, consts), int(attrs.get("axis", 1)))
+            axis = int(next((helper.get_attribute_value(a) for a in d.attribute if a.name == "axis"), 1))
+            scale = _scale_of(d, consts)
+            q = consts[x] if x in consts else _quantize_const(src, consts)
+            values[d.output[0]] = _dequantize_const(d, q, scale, zp, axis)
+            found.weights[d.output[0]] = (scale, axis)
+            drop.add(id(d))
+            if x not in consts and all(r.op_type == "DequantizeLinear" for r in consumers.get(x, [])):
+                drop.add(id(src))
             continue
         if src is None or src.op_type != "QuantizeLinear":
             raise CompileError(f"node {d.name!r} (DequantizeLinear): its input {x!r} is neither a constant nor the "
@@ -461,8 +472,12 @@ def strip_qdq(model: onnx.ModelProto) -> QdqScales:
             raise CompileError(f"nodes {src.name!r} and {d.name!r}: QuantizeLinear scale {s_q} and DequantizeLinear "
                                f"scale {s_d} differ")
         found.activations[src.input[0]] = s_q
-        found.activations[d.output[0]] = s_q
-        replace[id(d)] = helper.make_node("Identity", [src.input[0]], [d.output[0]], name=d.name)
+        if d.output[0] in outputs:  # keep the network output's name
+            found.activations[d.output[0]] = s_q
+            replace[id(d)] = helper.make_node("Identity", [src.input[0]], [d.output[0]], name=d.name)
+        else:  # the readers read the float tensor directly
+            rename[d.output[0]] = src.input[0]
+            drop.add(id(d))
     for q in nodes:
         if q.op_type != "QuantizeLinear" or q.input[0] in consts:
             continue
@@ -474,6 +489,45 @@ def strip_qdq(model: onnx.ModelProto) -> QdqScales:
                                "maps only QuantizeLinear -> DequantizeLinear pairs around float operators")
         drop.add(id(q))
     kept = [replace.get(id(n), n) for n in nodes if id(n) not in drop]
+    for n in kept:
+        n.input[:] = [rename.get(v, v) for v in n.input]
     del g.node[:]
     g.node.extend(kept)
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in values.items())
     return found
+
+
+def _along(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-axis parameter shaped to broadcast along ``axis`` of an ``ndim``-dimensional tensor."""
+    values = np.asarray(values)
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = values.size
+    return values.reshape(shape)
+
+
+def _quantize_const(q_node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> np.ndarray:
+    """A QuantizeLinear of a constant (PyTorch exports float weights through Q/DQ), per the ONNX definition."""
+    x = np.asarray(consts[q_node.input[0]], np.float32)
+    elem, zp = _q_type(q_node, consts)
+    axis = int(next((helper.get_attribute_value(a) for a in q_node.attribute if a.name == "axis"), 1))
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    if not np.issubdtype(dtype, np.integer):
+        raise CompileError(f"node {q_node.name!r} (QuantizeLinear): weights of type {np.dtype(dtype).name}; the "
+                           "processor's weights are int8")
+    info = np.iinfo(dtype)
+    scale = _along(np.asarray(consts[q_node.input[1]], np.float32), x.ndim, axis)
+    q = np.rint(x / scale) + _along(zp, x.ndim, axis).astype(np.float32)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize_const(node: onnx.NodeProto, q: np.ndarray, scale: np.ndarray, zp: np.ndarray,
+                      axis: int) -> np.ndarray:
+    """DequantizeLinear of a constant in float32, per the ONNX definition."""
+    q = np.asarray(q)
+    if q.dtype not in (np.int8, np.uint8, np.int32):
+        raise CompileError(f"node {node.name!r} (DequantizeLinear): quantized constant of type {q.dtype.name}; "
+                           "weights must be int8 (biases int32)")
+    centered = q.astype(np.float32) - _along(zp, q.ndim, axis).astype(np.float32)
+    return (centered * _along(scale.astype(np.float32), q.ndim, axis)).astype(np.float32)

@@ -244,7 +244,8 @@ class QuantizationReport:
             for ax, row in zip(axes[:, 0], rows, strict=True):
                 _draw(ax, row)
             fig.suptitle(f"{layer} ({self._op(layer)})", fontsize=11)
-            fig.tight_layout()
+            height = 2.3 * len(rows)
+            fig.subplots_adjust(left=0.09, right=0.98, top=1 - 0.6 / height, bottom=0.5 / height, hspace=0.8)
             path = out / f"{index:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', layer)}.png"
             fig.savefig(path, dpi=80, metadata={"Software": None})
             plt.close(fig)
@@ -268,6 +269,7 @@ def _short(text: str, width: int) -> str:
 def _draw(ax, row: TensorQuantization) -> None:
     """One histogram panel: bars per octave of ``|x|``, log count axis, grey where int8 loses the values."""
     from matplotlib import colormaps
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     hist = row.histogram
     label = {"input": "input activations", "output": "output activations", "weight": "weights", "bias": "bias"}
@@ -293,8 +295,9 @@ def _draw(ax, row: TensorQuantization) -> None:
     ax.set_ylim(0.7, counts.max() * 2.0)
     s_lo, s_hi = float(row.scale.min()), float(row.scale.max())
     step, top = np.log2(0.5 * s_lo), np.log2((row.qmax + 0.5) * s_hi)
-    lo_x, hi_x = min(octaves[0], np.floor(step)) - 0.5, max(octaves[-1] + 1, np.ceil(top)) + 0.5
-    if row.kind != "bias":
+    lo_x, hi_x = octaves[0] - 0.5, octaves[-1] + 1.5
+    if row.kind != "bias":  # (an int32 bias spans 32 octaves: its limits are off the chart)
+        lo_x, hi_x = min(lo_x, np.floor(step) - 0.5), max(hi_x, np.ceil(top) + 0.5)
         ax.axvspan(step, top, color=blues(0.12), zorder=0)
         ax.axvline(step, color="tab:blue", linestyle=":", linewidth=1)
         ax.axvline(top, color="tab:blue", linestyle="--", linewidth=1)
@@ -303,12 +306,15 @@ def _draw(ax, row: TensorQuantization) -> None:
     stride = max(1, int(np.ceil(ticks.size / 16)))
     ticks = ticks[::stride]
     ax.set_xticks(ticks)
-    ax.set_xticklabels([f"$2^{{{t}}}$" for t in ticks], fontsize=7)
+    ax.set_xticklabels([str(t) for t in ticks], fontsize=7)  # plain text: mathtext labels make plotting 10x slower
+    ax.yaxis.set_major_locator(LogLocator(numticks=5))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.tick_params(axis="y", labelsize=7)
     zeros = hist.zeros / hist.total
     ax.set_title(f"{title}, clipped {_pct(row.clipped, row.exact)}, below step {_pct(row.underflow, row.exact)}"
                  + (f", zeros {100 * zeros:.3g}%" if zeros else ""), fontsize=8)
-    ax.set_xlabel("|value| (log2 bins)", fontsize=7)
+    ax.set_xlabel("log2 |value|  (bar e counts 2^e <= |x| < 2^(e+1))", fontsize=7)
     ax.set_ylabel("count", fontsize=7)
 
 
