@@ -11,24 +11,33 @@ so the DMA engine moves tile t+1 (and stores tile t-1) while the conv array comp
 hazard check verifies that no two instructions on different engines between SYNCs touch the same buffer range.
 
 Where a conv layer is tiled: :meth:`CodeGenerator.conv` (tile choice in :func:`choose_conv_tile`).
+
+The back end serves both number formats: int8 graphs come quantized (``compiler/quantize.py``); for the fp32
+processor :func:`lower_fp32` gives every hardware layer its float32 weights and a :class:`FloatPost` (bias,
+multipliers, clamps as binary32 words), with no quantization. Weights are then 4 bytes each in the DDR image.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dlproc.compiler.graph import Graph, Layer, Requant
+from dlproc.compiler.graph import HW_OPS, Activation, Graph, Layer, LayerQuant, Requant
 from dlproc.compiler.memory import TensorView, align
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, InstructionSet, Opcode
 
-__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "END_MARK", "TilingError"]
+__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "END_MARK", "TilingError",
+           "FloatPost", "lower_fp32"]
 
 #: Layer id of the MARK recorded just before END (closes the last layer's interval).
 END_MARK = 0xFFFF
 MAX_EXTENT = (1 << EXTENT_BITS) - 1
+#: Fewest software-pipeline steps per conv layer (see :meth:`CodeGenerator.conv`).
+MIN_PIPELINE_STEPS = 4
 
 
 class TilingError(ValueError):
@@ -47,6 +56,7 @@ class LayerCode:
     instr_count: int = 0
     macs: int = 0
     weight_bytes: int = 0
+    weight_count: int = 0
     param_bytes: int = 0
     tiles: int = 0
     tile: str = ""
@@ -62,11 +72,82 @@ class _Step:
     stores: list[dict] = field(default_factory=list)
 
 
-def param_entry_bytes(config: ProcessorConfig, rq: Requant, lo_ch: int, n_ch: int, lanes: int | None = None) -> bytes:
+@dataclass
+class FloatPost:
+    """Post-processing of one layer on the fp32 processor, per output channel (``docs/numerics.md``).
+
+    ``v = acc + bias[c]``; ``y = v * (mult_neg[c] if v < 0 else mult_pos[c])``; ``y = min(max(y, lo), hi)``, each
+    operation rounded in binary32. ReLU is ``lo = 0``, LeakyReLU ``mult_neg = alpha``, Clip ``[lo, hi]``; average
+    pooling folds ``1 / window`` into the multipliers.
+    """
+
+    bias: np.ndarray       #: float32 [C]
+    mult_pos: np.ndarray   #: float32 [C]
+    mult_neg: np.ndarray   #: float32 [C]
+    lo: float = -math.inf  #: lower clamp
+    hi: float = math.inf   #: upper clamp
+
+
+def _float_post(channels: int, act: Activation, *, bias: np.ndarray | None = None, mult: float = 1.0) -> FloatPost:
+    alpha = act.alpha if act.kind == "leaky_relu" else 1.0
+    lo = 0.0 if act.kind == "relu" else act.lo if act.kind == "clip" else -math.inf
+    hi = act.hi if act.kind == "clip" else math.inf
+    b = np.zeros(channels, np.float32) if bias is None else np.asarray(bias, np.float32)
+    return FloatPost(bias=b, mult_pos=np.full(channels, mult, np.float32),
+                     mult_neg=np.full(channels, np.float32(mult) * np.float32(alpha), np.float32), lo=lo, hi=hi)
+
+
+def lower_fp32(graph: Graph) -> Graph:
+    """Parameters of every hardware layer for the fp32 processor: float32 weights and a :class:`FloatPost`.
+
+    Parameters
+    ----------
+    graph : Graph
+        The fused float graph (:func:`~.fusion.fuse`); no calibration is needed.
+
+    Returns
+    -------
+    Graph
+        A copy whose hardware layers have :attr:`Layer.quant` set (``weight`` float32, ``requant`` a
+        :class:`FloatPost`, SUM-mode ``input_mults`` of 1).
+    """
+    g = copy.deepcopy(graph)
+    for layer in g.layers:
+        if layer.target != "hw":
+            layer.quant = None
+            continue
+        if layer.op not in HW_OPS:
+            raise ValueError(f"layer {layer.name!r} has the front-end kind {layer.op!r}; run fusion.fuse first")
+        channels = g.tensors[layer.output].channels
+        weight, mults, post = None, [], None
+        if layer.op in ("conv", "fc"):
+            weight = np.asarray(layer.weight, np.float32)
+            post = _float_post(channels, layer.act, bias=layer.bias)
+        elif layer.op == "add":
+            post, mults = _float_post(channels, layer.act), [1, 1]
+        elif layer.op == "avgpool":
+            kh, kw = layer.attrs["kernel"]
+            post, mults = _float_post(channels, Activation(), mult=1.0 / (kh * kw)), [1]
+        elif layer.op == "gap":
+            _, h, w = g.tensors[layer.inputs[0]].shape
+            post, mults = _float_post(channels, Activation(), mult=1.0 / (h * w)), [1]
+        else:   # maxpool, concat
+            post = _float_post(channels, Activation())
+        layer.quant = LayerQuant(weight=weight, weight_scale=None, requant=post, input_mults=mults)
+    return g
+
+
+def param_entry_bytes(config: ProcessorConfig, rq: Requant | FloatPost, lo_ch: int, n_ch: int,
+                      lanes: int | None = None) -> bytes:
     """One parameter-buffer entry (``oc lanes`` x 4 words, word-major) for channels ``lo_ch .. lo_ch+n_ch-1``.
 
-    Lanes past ``n_ch`` get multiplier 0 and clamp [0, 0], so padded channels produce exact zeros.
+    int8 (:class:`~.graph.Requant`): lanes past ``n_ch`` get multiplier 0 and clamp [0, 0], so padded channels
+    produce exact zeros. fp32 (:class:`FloatPost`): binary32 bias, mult_pos, mult_neg; the clamp words alternate
+    ``lo`` (even lanes) and ``hi`` (odd lanes), each pair serving both its lanes; padded lanes get bias and
+    multipliers 0 (and clamp [0, 0] when neither lane of their pair is a channel), so they produce finite values.
     """
+    if config.dtype == "fp32":
+        return _param_entry_fp32(config, rq, lo_ch, n_ch)
     co = config.conv_oc_lanes
     lanes = co if lanes is None else lanes
     words = np.zeros((4, co), np.uint32)
@@ -76,6 +157,19 @@ def param_entry_bytes(config: ProcessorConfig, rq: Requant, lo_ch: int, n_ch: in
     words[2, :n_ch] = np.asarray(rq.mult_neg[sl], np.int64).astype(np.int16).view(np.uint16)
     ctl = (np.asarray(rq.shift[sl], np.int64) & 0x3F) | ((rq.lo & 0xFF) << 8) | ((rq.hi & 0xFF) << 16)
     words[3, :n_ch] = ctl.astype(np.uint32)
+    return words.tobytes()
+
+
+def _param_entry_fp32(config: ProcessorConfig, post: FloatPost, lo_ch: int, n_ch: int) -> bytes:
+    co = config.conv_oc_lanes
+    words = np.zeros((4, co), np.float32)
+    sl = slice(lo_ch, lo_ch + n_ch)
+    words[0, :n_ch] = post.bias[sl]
+    words[1, :n_ch] = post.mult_pos[sl]
+    words[2, :n_ch] = post.mult_neg[sl]
+    pairs = -(-n_ch // 2)   # lane pairs holding at least one channel
+    words[3, 0:2 * pairs:2] = post.lo
+    words[3, 1:2 * pairs:2] = post.hi
     return words.tobytes()
 
 
@@ -131,7 +225,7 @@ class CodeGenerator:
     config : ProcessorConfig
         Target configuration.
     graph : Graph
-        Quantized graph.
+        Quantized graph (int8), or the :func:`lower_fp32` graph (fp32).
     views : dict of str to TensorView
         DDR placement of every activation tensor.
     param_base : int
@@ -148,6 +242,7 @@ class CodeGenerator:
         self.blob = bytearray()
         self._blob_cache: dict[tuple, int] = {}
         self.B, self.co, self.eb = c.channel_block, c.conv_oc_lanes, c.element_bytes
+        self.element = np.int8 if c.dtype == "int8" else np.float32   # weights in the DDR image
         self.S = c.subblocks_per_output
         self.inp_half = c.input_entries // 2
         self.wgt_half = c.weight_entries // 2
@@ -243,6 +338,8 @@ class CodeGenerator:
             w0, p0 = self._weight_bytes, self._param_bytes
             handler = getattr(self, layer.op)
             handler(layer, rec)
+            if layer.quant is not None and layer.quant.weight is not None:
+                rec.weight_count = int(np.asarray(layer.quant.weight).size)
             rec.instr_start, rec.instr_count = start, len(self.words) - start
             rec.weight_bytes, rec.param_bytes = self._weight_bytes - w0, self._param_bytes - p0
             records.append(rec)
@@ -261,7 +358,7 @@ class CodeGenerator:
         Ho, Wo = outv.height, outv.width
         OCg = OC // g
         n_ob = -(-OC // co)
-        dense = np.zeros((n_ob * co, inv.blocks * B, kh, kw), np.int8)
+        dense = np.zeros((n_ob * co, inv.blocks * B, kh, kw), self.element)
         for gi in range(g):
             dense[gi * OCg:(gi + 1) * OCg, gi * ICg:(gi + 1) * ICg] = q.weight[gi * OCg:(gi + 1) * OCg]
         rec.macs = Ho * Wo * OC * ICg * kh * kw
@@ -273,6 +370,13 @@ class CodeGenerator:
             kb0, kb1 = ic_lo // B, -(-ic_hi // B)
             K = kb1 - kb0
             kc, kr, th, tw = choose_conv_tile(self.config, K, (kh, kw), (sh, sw), (dh, dw), (Ho, Wo))
+            n_chunks = -(-K // kc) * -(-kh // kr)
+            steps_per_ob = -(-Ho // th) * -(-Wo // tw) * n_chunks
+            if n_ob * steps_per_ob < MIN_PIPELINE_STEPS and Ho > 1:
+                # a layer that fits in one tile would leave its loads and stores exposed: split its rows so the
+                # DMA streams tile t+1 and stores tile t-1 while the array computes tile t
+                want = -(-MIN_PIPELINE_STEPS // (n_ob * n_chunks * -(-Wo // tw)))
+                th = max(1, -(-Ho // min(want, Ho)))
             tiles_desc.add(f"{th}x{tw}x{kc * B}" + (f" ({kr} kernel rows)" if kr < kh else ""))
             chunks = [(k, min(kc, K - k), r, min(kr, kh - r)) for k in range(0, K, kc) for r in range(0, kh, kr)]
             par_off = self._params(layer, oc0, oc1 - oc0)
@@ -462,7 +566,7 @@ class CodeGenerator:
         plane = H * W
         n_in = inv.blocks * plane
         # weight columns reordered to the blocked layout [cb][y][x][b]; padded channels get zero weight
-        wpad = np.zeros((n_out, inv.blocks * B, H, W), np.int8)
+        wpad = np.zeros((n_out, inv.blocks * B, H, W), self.element)
         wpad[:, :C] = q.weight.reshape(n_out, C, H, W)
         whw = wpad.reshape(n_out, inv.blocks, B, H, W).transpose(0, 1, 3, 4, 2).reshape(n_out, n_in * B)
         row_stride = n_in * B * eb
