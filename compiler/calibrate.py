@@ -16,7 +16,7 @@ Three statistics choose the range ``(lo, hi)`` of each activation tensor:
     the clipping threshold of ``|x|`` whose 128-level quantization loses the least information (smallest
     Kullback-Leibler divergence between the clipped histogram and its quantized version, the TensorRT int8
     calibration; ~256 candidate thresholds spaced geometrically), clipped to the min/max. On the example it also
-    settles near 4.2 sigma, clipping the outliers and a few bulk values (about 1e-4 in all), with the lowest error
+    settles near 4.2 sigma, clipping the outliers and a few bulk values (a few 1e-4 in all), with the lowest error
     on the bulk.
 
 The histogram resolves ``top / 8192`` with ``top`` the power of two above the largest magnitude, and the smallest

@@ -218,13 +218,15 @@ class QuantizationReport:
         return f"<QuantizationReport {self.graph.name!r}: {len(self.layers)} layers, {len(self.rows)} tensors>"
 
     # ------------------------------------------------------------------ plots
-    def plot_histograms(self, directory: str | Path) -> list[Path]:
+    def plot_histograms(self, directory: str | Path, layers: list[str] | None = None) -> list[Path]:
         """Write one PNG per processor layer with the histogram of each of its quantized tensors.
 
         Parameters
         ----------
         directory : str or Path
             Created if needed; files are named ``<index>_<layer>.png``.
+        layers : list of str, optional
+            Only these layers (names as in :attr:`layers`); all by default.
 
         Returns
         -------
@@ -239,7 +241,12 @@ class QuantizationReport:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
+        unknown = sorted(set(layers or ()) - set(self.layers))
+        if unknown:
+            raise KeyError(f"no quantized layers {unknown}; the report has {list(self.layers)}")
         for index, (layer, rows) in enumerate(self.layers.items()):
+            if layers is not None and layer not in layers:
+                continue
             fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, 2.3 * len(rows)), squeeze=False)
             for ax, row in zip(axes[:, 0], rows, strict=True):
                 _draw(ax, row)

@@ -143,8 +143,18 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from dlproc.runtime.workflow import Workflow
 
-    wf = Workflow(args.network, processor=args.processor)
-    report = wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method)
+    wf = Workflow(args.network, processor=args.processor, target=args.target)
+    if args.calibration:
+        report = wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method,
+                              percentile=args.percentile, per_channel=not args.per_tensor, scale_mode=args.scale_mode)
+    elif wf.imported_scales:  # a QDQ model brings its scales
+        from dlproc.compiler.report import QuantizationReport
+
+        wf.compile()
+        report = QuantizationReport(wf.graph, None, method="imported from the QDQ model")
+    else:
+        raise ValueError("quantizing needs calibration data: pass --calibration DATA.npy (float32 [N, *input shape]);"
+                         " only a QDQ model brings its own scales")
     print(report)
     if args.report and hasattr(report, "plot_histograms"):
         paths = report.plot_histograms(args.report)
@@ -152,6 +162,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.qdq:
         wf.export_qdq(args.qdq)
         print(f"QDQ model written to {args.qdq}")
+    if args.validate:
+        labels = _load_array(args.labels, "labels") if args.labels else None
+        print(wf.validate(_load_array(args.validate, "validation"), labels))
+    wf.close()
     return 0
 
 
@@ -182,13 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="write outputs to this .npz")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("quantize", help="calibrate and report the int8 quantization of a network")
-    s.add_argument("network")
-    s.add_argument("--processor", default="zcu102_int8")
-    s.add_argument("--calibration", required=True)
-    s.add_argument("--method", default="minmax")
+    s = sub.add_parser("quantize", help="calibrate, report, validate and export the int8 quantization of a network")
+    s.add_argument("network", help="ONNX model (a QDQ model brings its own scales)")
+    s.add_argument("--processor", default="zcu102_int8", help="preset name or JSON file (default zcu102_int8)")
+    s.add_argument("--calibration", help="calibration inputs, .npy float32 [N, *input shape]")
+    s.add_argument("--method", default="minmax", choices=("minmax", "percentile", "entropy"),
+                   help="activation range method (default minmax)")
+    s.add_argument("--percentile", type=float, default=99.99, help="percentile of |x| for --method percentile")
+    s.add_argument("--per-tensor", action="store_true", help="one weight scale per layer instead of per channel")
+    s.add_argument("--scale-mode", default="fixed", choices=("fixed", "pow2"),
+                   help="fixed-point multipliers, or power-of-two scales (shift-only requantization)")
     s.add_argument("--report", help="directory for the per-layer histogram PNGs")
     s.add_argument("--qdq", help="also export a QDQ ONNX model to this path")
+    s.add_argument("--validate", help="validation inputs, .npy float32: compare int8 with float")
+    s.add_argument("--labels", help="class labels of the validation inputs, .npy [N] (top-1 accuracy)")
+    s.add_argument("--target", default="ref", choices=("ref", "sim", "fpga"), help="where --validate runs int8")
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("generate", help="write the processor's Verilog and RTLIL")
