@@ -303,6 +303,11 @@ class Workflow:
         from onnx.reference import ReferenceEvaluator
 
         model = self.source if isinstance(self.source, onnx.ModelProto) else onnx.load(str(self.source))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 19)
+        if opset < 19 and any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+            import onnx.version_converter  # onnx.reference implements QuantizeLinear/DequantizeLinear from opset 19
+
+            model = onnx.version_converter.convert_version(model, 19)
         session = ReferenceEvaluator(model)
         dims = model.graph.input[[vi.name for vi in model.graph.input].index(self.input_name)]
         batch_dim = dims.type.tensor_type.shape.dim[0]

@@ -225,7 +225,7 @@ def test_onnxruntime_qdq_model_compiles_with_its_scales(netname, tmp_path):
     assert cos > 0.995
 
 
-def test_calibrating_a_qdq_model_is_a_note(tmp_path):
+def test_calibrating_a_qdq_model_is_a_note_and_validate_evaluates_it(tmp_path):
     model, shape = ALL_NETS["concat"]()
     wf = Workflow(_ort_quantize(model, shape, tmp_path), processor="tiny_int8")
     wf.compile()
@@ -234,6 +234,9 @@ def test_calibrating_a_qdq_model_is_a_note(tmp_path):
         report = wf.calibrate(np.zeros((2, *wf.input_shape), np.float32), method="entropy")
     assert {k: t.scale for k, t in wf.graph.tensors.items()} == before
     assert "imported" in str(report)
+    # the reference of validate() is the QDQ model itself (opset 17: converted for onnx.reference's Q/DQ)
+    result = wf.validate(np.random.default_rng(7).standard_normal((2, *wf.input_shape)).astype(np.float32))
+    assert result.outputs[wf.float_graph.outputs[0]].cosine > 0.995
 
 
 def test_asymmetric_qdq_model_is_rejected_by_node(tmp_path):
