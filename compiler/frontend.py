@@ -21,8 +21,8 @@ kinds that :func:`~.fusion.fuse` removes (:data:`FRONTEND_OPS`):
     removed.
 
 A QDQ model (``QuantizeLinear -> DequantizeLinear`` pairs, dequantized constant weights) is stripped first by
-:func:`~.qdq.strip_qdq`: the pairs become Identity nodes, their scales the :attr:`~.graph.TensorInfo.scale` of the
-tensors, and the weight scales ``attrs["weight_scale"]`` of the conv/fc layers.
+:func:`~.qdq.strip_qdq`: the pairs are removed (their readers read the float tensor), their scales become the
+:attr:`~.graph.TensorInfo.scale` of the tensors, and the weight scales ``attrs["weight_scale"]`` of the conv/fc layers.
 
 Operators without a handler become ``host`` layers that keep their ONNX node (executed with ``onnx.reference`` by
 the runtime), unless even that is impossible (control flow, custom domains), which raises
@@ -775,7 +775,7 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
                          "takes a float32 image")
     _fix_batch(proto, image)
     _name_nodes(proto.graph)
-    qdq = strip_qdq(proto)  # a QDQ model: activation Q/DQ pairs become Identity, their scales are kept
+    qdq = strip_qdq(proto)  # a QDQ model: activation Q/DQ pairs are removed, their scales kept
     proto, shapes, types, consts = _fold_constants(proto, opset)
     g = proto.graph
     ctx = _Context(opset, shapes, consts)
