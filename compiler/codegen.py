@@ -214,7 +214,10 @@ def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], s
         kc //= 2
     if best is None:
         raise TilingError(f"no tile of a {kh}x{kw} conv fits the input buffer ({inp_cap} entries per half)")
-    return best[0], kr, best[1], best[2]
+    kc = best[0]
+    kc = -(-K // -(-K // kc))  # balance the chunks: 8 blocks in chunks of at most 7 become 4 + 4, not 7 + 1
+    kr = -(-kernel[0] // -(-kernel[0] // kr))
+    return kc, kr, best[1], best[2]
 
 
 class CodeGenerator:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dlproc.compiler.codegen import END_MARK, CodeGenerator, LayerCode
+from dlproc.compiler.codegen import END_MARK, CodeGenerator, LayerCode, lower_fp32
 from dlproc.compiler.errors import CompileError
 from dlproc.compiler.graph import Graph, Layer
 from dlproc.compiler.memory import Region, TensorView, align, plan_activations
@@ -100,8 +100,13 @@ class CompiledNetwork:
     # ------------------------------------------------------------------ derived figures
     @property
     def weight_bytes(self) -> int:
-        """Bytes of weights in DDR (int8: 1 byte per weight, padded to the lanes)."""
+        """Bytes of weights in DDR (1 byte per weight for int8, 4 for fp32, padded to the lanes)."""
         return sum(layer.weight_bytes for layer in self.layers)
+
+    @property
+    def weight_count(self) -> int:
+        """Weights of the hardware layers (before padding to the lanes)."""
+        return sum(layer.weight_count for layer in self.layers)
 
     @property
     def param_bytes(self) -> int:
@@ -149,9 +154,12 @@ class CompiledNetwork:
             lines.append(f"  {r.name[:32]:<32} {r.kind:<13} {r.offset:>#12x} {_fmt_bytes(r.size):>11}")
         total = _fmt_bytes(self.weight_bytes + self.param_bytes)
         lines += ["", f"Total parameter memory: {total} (weights {_fmt_bytes(self.weight_bytes)}, "
-                      f"per-channel parameters {_fmt_bytes(self.param_bytes)})",
-                  f"Instructions: {self.instr_count} ({_fmt_bytes(self.instr_count * INSTRUCTION_BYTES)}); "
-                  f"DDR used: {_fmt_bytes(self.ddr_bytes)}; MACs per frame: {self.total_macs:,}"]
+                      f"per-channel parameters {_fmt_bytes(self.param_bytes)})"]
+        if c.dtype == "fp32":
+            lines.append(f"  binary32 weights, 4 bytes each; as int8 the {self.weight_count:,} weights would take "
+                         f"{_fmt_bytes(self.weight_count)} (1 byte each, before lane padding)")
+        lines.append(f"Instructions: {self.instr_count} ({_fmt_bytes(self.instr_count * INSTRUCTION_BYTES)}); "
+                     f"DDR used: {_fmt_bytes(self.ddr_bytes)}; MACs per frame: {self.total_macs:,}")
         host = [layer for layer in self.layers if layer.target == "host"]
         if host:
             lines.append(f"Layers on the host: {len(host)} ({', '.join(layer.name for layer in host)})")
@@ -250,12 +258,14 @@ def _host_model(graph: Graph, layer: Layer) -> bytes:
 
 
 def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
-    """Map a quantized graph onto a processor configuration.
+    """Map a graph onto a processor configuration.
 
     Parameters
     ----------
     graph : Graph
-        Fused and quantized (every hardware layer has ``quant``; every tensor a ``scale``).
+        int8 processor: fused and quantized (every hardware layer has ``quant``; every tensor a ``scale``).
+        fp32 processor: the fused float graph (:func:`~.fusion.fuse`), no quantization; its parameters become
+        binary32 (:func:`~.codegen.lower_fp32`).
     config : ProcessorConfig
         Target processor.
 
@@ -263,8 +273,8 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
     -------
     CompiledNetwork
     """
-    if config.dtype != "int8":
-        raise CompileError(f"the compiler does not support dtype {config.dtype!r} yet")
+    if config.dtype == "fp32":
+        graph = lower_fp32(graph)
     for layer in graph.layers:
         if layer.target == "hw" and layer.op in ("conv", "fc", "avgpool", "gap", "add", "maxpool") \
                 and layer.quant is None:

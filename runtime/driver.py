@@ -5,6 +5,10 @@ its DDR window (the golden model's :class:`~dlproc.sim.golden.GoldenDevice`, the
 :class:`~dlproc.sim.verilator.device.VerilatorDevice`, or the board's
 :class:`~dlproc.runtime.fpga.FpgaDevice`). Loading a bundle, running its hardware segments, executing host
 layers between them and reading the hardware's cycle counters and event log happen here, identically for all.
+
+Tensors in DDR are int8 on the int8 processor (the driver quantizes the input and the outputs of host layers with
+each tensor's scale, and dequantizes what it reads) and float32 on the fp32 processor (written and read as they
+are).
 """
 
 from __future__ import annotations
@@ -187,7 +191,8 @@ class Driver:
         x : ndarray
             One input frame in the ONNX input shape without batch (e.g. ``(3, H, W)``), float32.
         keep_int : bool
-            Also return every int8 tensor the hardware wrote (for bit-exactness checks).
+            Also return every tensor the hardware wrote, as stored (int8, or float32 on the fp32 processor), for
+            bit-exactness checks.
 
         Returns
         -------
@@ -196,14 +201,14 @@ class Driver:
         runs : list of SegmentRun
             Counters per hardware segment.
         ints : dict of str to ndarray
-            int8 ``(C, H, W)`` tensors read back (only with ``keep_int``).
+            ``(C, H, W)`` tensors read back as stored (only with ``keep_int``).
         """
         net = self._net()
         floats: dict[str, np.ndarray] = {}
         in_name = net.inputs[0]
         shape = tuple(net.tensors[in_name]["shape"])
         x = np.asarray(x, np.float32).reshape(shape)
-        self._write_tensor(in_name, quantize_input(x, net.tensors[in_name]["scale"]))
+        self._write_tensor(in_name, self._to_device(in_name, x))
         runs = []
         for seg in net.segments:
             if seg.kind == "hw":
@@ -211,25 +216,16 @@ class Driver:
             else:
                 feeds = {}
                 for name in seg.inputs:
-                    if name in floats:
-                        feeds[name] = floats[name]
-                    else:
-                        q = self._read_tensor(name)
-                        feeds[name] = q.astype(np.float32) * np.float32(net.tensors[name]["scale"])
+                    feeds[name] = floats[name] if name in floats else self._from_device(name, self._read_tensor(name))
                 results = self._run_host(seg.layer, feeds)
                 for name, value in results.items():
                     floats[name] = value
-                    if name in net.views and net.tensors[name].get("scale"):  # hardware layers may read it
-                        self._write_tensor(name, quantize_input(value.reshape(net.tensors[name]["shape"]),
-                                                                net.tensors[name]["scale"]))
+                    if name in net.views and (self._fp32 or net.tensors[name].get("scale")):  # hardware may read it
+                        self._write_tensor(name, self._to_device(name, value.reshape(net.tensors[name]["shape"])))
         outputs = {}
         for name in net.outputs:
-            if name in floats:
-                outputs[name] = floats[name].reshape(net.tensors[name]["onnx_shape"])
-            else:
-                q = self._read_tensor(name)
-                outputs[name] = (q.astype(np.float32) * np.float32(net.tensors[name]["scale"])).reshape(
-                    net.tensors[name]["onnx_shape"])
+            value = floats[name] if name in floats else self._from_device(name, self._read_tensor(name))
+            outputs[name] = value.reshape(net.tensors[name]["onnx_shape"])
         ints = {}
         if keep_int:
             host_made = {n for s in net.segments if s.kind == "host" for n in s.outputs}
@@ -244,6 +240,22 @@ class Driver:
             raise RuntimeError("no network loaded: call Driver.load(compiled) first")
         return self.network
 
+    @property
+    def _fp32(self) -> bool:
+        return self._net().config.dtype == "fp32"
+
+    def _to_device(self, name: str, x: np.ndarray) -> np.ndarray:
+        """A float tensor as stored in DDR: float32 as it is, or quantized to int8 with the tensor's scale."""
+        if self._fp32:
+            return np.asarray(x, np.float32)
+        return quantize_input(x, self._net().tensors[name]["scale"])
+
+    def _from_device(self, name: str, stored: np.ndarray) -> np.ndarray:
+        """A tensor read from DDR as float32 (int8 tensors dequantized with their scale)."""
+        if self._fp32:
+            return stored
+        return stored.astype(np.float32) * np.float32(self._net().tensors[name]["scale"])
+
     def _write_tensor(self, name: str, q: np.ndarray) -> None:
         view = self._net().views[name]
         offset, raw = to_blocked(q, view)
@@ -252,7 +264,7 @@ class Driver:
     def _read_tensor(self, name: str) -> np.ndarray:
         view = self._net().views[name]
         raw = self.device.read_ddr(view.addr(0, -view.halo, -view.halo), span_bytes(view))
-        return from_blocked(raw, view, np.int8)
+        return from_blocked(raw, view, np.float32 if self._fp32 else np.int8)
 
     def _layer_at(self, pc: int) -> str:
         for layer in self._net().layers:

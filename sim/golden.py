@@ -204,6 +204,32 @@ def f32_tree_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return terms[0]
 
 
+def _f32_sum_in_order(init: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """``((init + vals[0]) + vals[1]) + ...`` with :func:`f32_add`, for canonical operands (no subnormals, canonical
+    NaN). numpy's sequential float32 accumulation rounds each step the same way; only a subnormal intermediate sum
+    (which the hardware flushes) needs the step-by-step loop."""
+    if len(vals) == 0:
+        return init
+    with np.errstate(all="ignore"):
+        partial = np.add.accumulate(np.concatenate([init[None], vals]), axis=0, dtype=np.float32)[1:]
+        tiny = np.any((np.abs(partial) < _MIN_NORMAL) & (partial != 0))
+    if not tiny:
+        return _f32_finish(partial[-1])
+    cur = init
+    for v in vals:
+        cur = f32_add(cur, v)
+    return cur
+
+
+def _f32_max_all(init: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """:func:`f32_max` of ``init`` and every ``vals[k]`` (the maximum is associative: one reduction)."""
+    if len(vals) == 0:
+        return init
+    both = np.concatenate([init[None], f32_sanitize(vals)])
+    best = np.take_along_axis(both, np.argmax(_f32_key(both), axis=0)[None], axis=0)[0]
+    return np.where(np.isnan(both).any(axis=0), np.uint32(CANONICAL_NAN).view(np.float32), best).astype(np.float32)
+
+
 def f32_clamp(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``min(max(y, lo), hi)`` on order keys (``hi`` wins when ``lo > hi``); a NaN ``y`` stays NaN."""
     y = np.asarray(y, np.float32)
@@ -474,32 +500,25 @@ class GoldenModel:
         acc[:] = (((new + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
 
     def _gemm_fp32(self, ins: Instruction, idx: np.ndarray, mode: GemmMode, R: int, S: int) -> None:
-        """binary32 GEMM: per reduction step, in loop order, ``acc = acc + step value`` (rounded); a MAC step value
-        is the adder tree over the input lanes of the rounded products (``docs/numerics.md``)."""
+        """binary32 GEMM: per reduction step, in loop order, ``acc = acc + step value`` (rounded; MAX: maximum); a MAC
+        step value is the adder tree over the input lanes of the rounded products (``docs/numerics.md``)."""
         ci, co = self.ci, self.co
         acc = self.acc[ins.acc_base:ins.acc_base + S]
-        cur = acc.copy()
-        first = bool(ins.overwrite)
-        if mode == GemmMode.MAC:
-            w = self.wgt[ins.wgt_base:ins.wgt_base + R]          # (R, co, ci)
-            chunk = max(1, (1 << 20) // max(1, S * co * ci))    # reduction steps per vectorized chunk
-            for k0 in range(0, R, chunk):
-                k1 = min(R, k0 + chunk)
-                x = self.inp[idx[k0:k1]]                          # (k, S, ci)
-                dots = f32_tree_sum(f32_mul(x[:, :, None, :], w[k0:k1, None, :, :]), axis=-1)   # (k, S, co)
-                for dot in dots:
-                    cur = dot if first else f32_add(cur, dot)
-                    first = False
-        else:
-            imm = np.float32(ins.imm)   # int16 -> binary32 is exact
-            for k in range(R):
-                val = np.zeros((S, co), np.float32)             # lanes >= ci take +0
-                x = self.inp[idx[k]]                            # (S, ci)
-                val[:, :ci] = f32_sanitize(x) if mode == GemmMode.MAX else f32_mul(x, imm)
-                if first:
-                    cur, first = val, False
-                else:
-                    cur = f32_max(cur, val) if mode == GemmMode.MAX else f32_add(cur, val)
+        cur = None if ins.overwrite else f32_sanitize(acc)
+        chunk = max(1, (1 << 20) // max(1, S * co * ci))    # reduction steps per vectorized chunk
+        imm = np.float32(ins.imm)                             # int16 -> binary32 is exact
+        for k0 in range(0, R, chunk):
+            k1 = min(R, k0 + chunk)
+            x = self.inp[idx[k0:k1]]                          # (k, S, ci)
+            if mode == GemmMode.MAC:
+                w = self.wgt[ins.wgt_base + k0:ins.wgt_base + k1]                      # (k, co, ci)
+                vals = f32_tree_sum(f32_mul(x[:, :, None, :], w[:, None, :, :]), axis=-1)   # (k, S, co)
+            else:
+                vals = np.zeros((k1 - k0, S, co), np.float32)   # lanes >= ci take +0
+                vals[:, :, :ci] = f32_sanitize(x) if mode == GemmMode.MAX else f32_mul(x, imm)
+            if cur is None:
+                cur, vals = vals[0], vals[1:]
+            cur = _f32_max_all(cur, vals) if mode == GemmMode.MAX else _f32_sum_in_order(cur, vals)
         acc[:] = cur
 
     def _post(self, ins: Instruction):
