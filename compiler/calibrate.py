@@ -153,29 +153,32 @@ class Log2Histogram:
         return 2.0 ** (np.arange(self.counts.size + 1) / self.sub + self.LOW)
 
     def fraction_above(self, threshold: float) -> float:
-        """Estimated fraction of all values with ``|x| > threshold`` (exactly 0 when the largest magnitude is not
-        above it; within a bin, magnitudes are taken as spread evenly in ``log2``)."""
-        if self.total == 0 or threshold >= self.peak:
+        """Estimated fraction of all values with ``|x| > threshold`` (see :meth:`beyond`; exactly 0 when the largest
+        magnitude is not above ``threshold``)."""
+        if self.total == 0:
             return 0.0
-        return self._count_beyond(threshold, above=True) / self.total
+        return float(self.beyond(threshold, above=True).sum() / self.total)
 
     def fraction_below(self, threshold: float) -> float:
-        """Estimated fraction of all values with ``0 < |x| < threshold`` (same estimate as :meth:`fraction_above`)."""
-        if self.total == 0 or threshold <= 0:
+        """Estimated fraction of all values with ``0 < |x| < threshold`` (see :meth:`beyond`)."""
+        if self.total == 0:
             return 0.0
-        if threshold > self.peak:
-            return (self.total - self.zeros) / self.total
-        return self._count_beyond(threshold, above=False) / self.total
+        return float(self.beyond(threshold, above=False).sum() / self.total)
 
-    def _count_beyond(self, threshold: float, *, above: bool) -> float:
-        pos = (np.log2(threshold) - self.LOW) * self.sub  # fractional bin index of the threshold
-        pos = float(np.clip(pos, 0, self.counts.size))
-        i = min(int(np.floor(pos)), self.counts.size - 1)
-        frac = pos - i  # part of bin i below the threshold
-        if above:
-            top = self.counts[i + 1:].sum() + self.counts[i] * (1.0 - frac)
-            return float(top)
-        return float(self.counts[:i].sum() + self.counts[i] * frac)
+    def beyond(self, threshold: float, *, above: bool) -> np.ndarray:
+        """Estimated count per bin of the magnitudes above (or, non-zero, below) ``threshold``.
+
+        Within a bin the magnitudes are taken as spread evenly in ``log2``, and the bin holding the largest magnitude
+        as ending there.
+        """
+        lo = np.arange(self.counts.size, dtype=np.float64)  # bin edges in units of bins
+        hi = lo + 1.0
+        if self.peak > 0:
+            top = (np.log2(self.peak) - self.LOW) * self.sub
+            hi = np.where((lo <= top) & (top < hi), np.maximum(top, lo + 1e-9), hi)
+        pos = (np.log2(threshold) - self.LOW) * self.sub if threshold > 0 else -np.inf
+        part = (hi - pos) / (hi - lo) if above else (pos - lo) / (hi - lo)
+        return self.counts * np.clip(part, 0.0, 1.0)
 
     def octaves(self) -> tuple[np.ndarray, np.ndarray]:
         """Counts per octave: ``(e, counts)`` for the octaves ``[2**e, 2**(e+1))`` from the smallest to the largest

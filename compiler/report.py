@@ -121,11 +121,7 @@ def _activation_row(name: str, layer: str, role: str, scale: float, stats) -> Te
         top, step = 127.5 * scale, 0.5 * scale
         clipped = hist.fraction_above(top)
         underflow = hist.fraction_below(step)
-        edges = hist.edges()
-        centers = np.sqrt(edges[:-1] * edges[1:])  # geometric bin centres
-        lost = np.where((centers > top) | (centers < step), hist.counts, 0).astype(np.float64)
-        if hist.peak <= top:  # nothing was clipped: the top bin only looks beyond the limit
-            lost[centers > top] = 0.0
+        lost = hist.beyond(top, above=True) + hist.beyond(step, above=False)
     return TensorQuantization(name, "activation", layer, role, observed, np.array([scale], np.float64), -128, 127,
                               clipped, underflow, False, hist, lost)
 
