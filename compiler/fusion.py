@@ -26,8 +26,20 @@ __all__ = ["fuse"]
 
 
 def _replace_input(graph: Graph, old: str, new: str) -> None:
+    """Make every reader of ``old`` read ``new``, including the ONNX nodes a layer keeps for a host fallback."""
     for layer in graph.layers:
+        if old not in layer.inputs:
+            continue
         layer.inputs = [new if v == old else v for v in layer.inputs]
+        renamed = []
+        for node in layer.onnx_nodes:
+            if old in node.input:
+                node = copy.deepcopy(node)
+                for i, v in enumerate(node.input):
+                    if v == old:
+                        node.input[i] = new
+            renamed.append(node)
+        layer.onnx_nodes = renamed
 
 
 def _sole_reader(graph: Graph, tensor: str, layer: Layer) -> bool:

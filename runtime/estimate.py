@@ -83,6 +83,8 @@ class TimingModel:
 
 def _burst_lengths(addr: int, length: int, beat: int) -> list[int]:
     """Beats of each burst for ``length`` bytes at ``addr`` (at most 256 beats, never crossing 4 KiB)."""
+    if addr % 4096 + length <= 4096 and length <= 256 * beat:  # the common case: one burst
+        return [length // beat]
     out = []
     end = addr + length
     while addr < end:
@@ -116,6 +118,37 @@ def _stream(bursts: list[int], latency: int, outstanding: int, rate: float, comp
     return done[-1] - completion if bursts else 0
 
 
+#: Chunk sequences longer than this are simulated for their first chunks and extrapolated.
+EXACT_CHUNKS = 48
+
+
+def _chunked_stream(addrs: list[int], length: int, beat: int, latency: int, outstanding: int, rate: float,
+                    completion: int, consume_per_chunk: float | None, timeline: list) -> int:
+    """Cycles to stream ``len(addrs)`` chunks of ``length`` bytes (rows of a LOAD, STORE or FC).
+
+    Chunks differ only in where 4 KiB boundaries split them, so beyond :data:`EXACT_CHUNKS` chunks the stream is
+    simulated for 16 and 32 chunks and the per-chunk period extrapolated (keeps an AlexNet estimate fast).
+    """
+    def run(n: int, tl: list | None) -> int:
+        bursts, consume = [], []
+        for a in addrs[:n]:
+            rb = _burst_lengths(a, length, beat)
+            bursts += rb
+            if consume_per_chunk is not None:
+                consume += [consume_per_chunk * b * beat / length for b in rb]
+        return _stream(bursts, latency, outstanding, rate, completion, consume or None, timeline=tl)
+
+    n = len(addrs)
+    if n <= EXACT_CHUNKS:
+        return run(n, timeline)
+    t16 = run(16, None)
+    tail: list = []
+    t32 = run(32, tail)
+    total = int(t32 + (n - 32) * (t32 - t16) / 16 + 0.5)
+    timeline.extend((i + total - t32, d + total - t32) for i, d in tail[-2 * outstanding:])
+    return total
+
+
 def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
                ddr: DdrTiming) -> list[tuple[Opcode, int, int, list]]:
     """Per instruction: (opcode, engine cycles from dispatch, MARK layer or -1, read bursts (issue, data end))."""
@@ -129,35 +162,26 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
         f = ins.fields
         reads: list = []
         if op == Opcode.LOAD:
-            bursts = []
-            for i2 in range(f["n2"]):
-                for i1 in range(f["n1"]):
-                    bursts += _burst_lengths(f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"], f["len0"],
-                                             beat)
-            cyc = timing.dma_setup + _stream(bursts, ddr.read_latency, timing.outstanding, rate, timing.completion,
-                                             timeline=reads)
+            addrs = [f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"]
+                     for i2 in range(f["n2"]) for i1 in range(f["n1"])]
+            cyc = timing.dma_setup + _chunked_stream(addrs, f["len0"], beat, ddr.read_latency, timing.outstanding,
+                                                     rate, timing.completion, None, reads)
         elif op == Opcode.STORE:
             row_bytes = f["n0"] * c.input_entry_bytes
-            bursts = []
-            for i2 in range(f["n2"]):
-                for i1 in range(f["n1"]):
-                    bursts += _burst_lengths(f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"], row_bytes,
-                                             beat)
-            # write data follows its address by a cycle; the response comes write_latency after the last beat
-            cyc = timing.dma_setup + _stream([b + 1 for b in bursts], ddr.write_latency, timing.outstanding, rate,
-                                             timing.completion)
+            addrs = [f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"]
+                     for i2 in range(f["n2"]) for i1 in range(f["n1"])]
+            # write data follows its address by a cycle: one extra beat time per burst; the response comes
+            # write_latency after the last beat
+            cyc = timing.dma_setup + _chunked_stream(addrs, row_bytes + beat, beat, ddr.write_latency,
+                                                     timing.outstanding, rate, timing.completion, None, [])
         elif op == Opcode.FC:
             row_bytes = f["n_in"] * c.input_entry_bytes
             lanes = min(c.fc_threads, beat // c.element_bytes)
-            per_row = f["n_in"] * c.conv_ic_lanes / lanes
-            bursts, consume = [], []
-            for o in range(f["n_out"]):
-                rb = _burst_lengths(f["ddr_addr"] + o * f["row_stride"], row_bytes, beat)
-                bursts += rb
-                consume += [per_row * b * beat / row_bytes for b in rb]
-                consume[-1] += timing.fc_row
-            cyc = timing.dma_setup + timing.fc_fill + _stream(bursts, ddr.read_latency, timing.outstanding, rate,
-                                                              timing.completion, consume, timeline=reads)
+            per_row = f["n_in"] * c.conv_ic_lanes / lanes + timing.fc_row
+            addrs = [f["ddr_addr"] + o * f["row_stride"] for o in range(f["n_out"])]
+            cyc = timing.dma_setup + timing.fc_fill + _chunked_stream(addrs, row_bytes, beat, ddr.read_latency,
+                                                                      timing.outstanding, rate, timing.completion,
+                                                                      per_row, reads)
         elif op == Opcode.GEMM:
             cyc = (f["r0"] * f["r1"] * f["r2"] * f["s0"] * f["s1"] + timing.gemm_fill
                    + (timing.gemm_finalize if f["finalize"] else 0))
@@ -165,8 +189,9 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
             cyc = f["n"] + timing.post_fill
         else:
             cyc = 0
+        keep = reads[-2 * timing.outstanding:]  # only the last bursts can still hold up an instruction fetch
         out.append((op, cyc, f.get("layer", -1) if op == Opcode.MARK else -1,
-                    [(timing.dma_setup + i, timing.dma_setup + d) for i, d in reads]))
+                    [(timing.dma_setup + i, timing.dma_setup + d) for i, d in keep]))
     return out
 
 
@@ -198,7 +223,7 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
             room_at = dispatched[i + fb - depth - 1] if i + fb - depth - 1 >= 0 else 0
             issue = max(room_at, fetch_channel - ddr.read_latency, timing.start)
             # the read data channel is shared and in order: DMA read bursts issued earlier go first
-            queued = [end for iss, end in reads[-timing.outstanding * 2:] if iss < issue]
+            queued = [end for iss, end in reads if iss < issue]
             start = max(issue + ddr.read_latency, max(queued, default=0))
             for j in range(i, min(i + fb, len(prog))):
                 avail[j] = start + (j - i + 1) * beats_per_instr
@@ -207,7 +232,8 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
         if op in (Opcode.LOAD, Opcode.STORE, Opcode.FC):
             t = max(t, free["dma"])
             free["dma"] = t + cyc
-            reads.extend((t + iss, t + end) for iss, end in bursts)
+            if bursts:
+                reads = [(t + iss, t + end) for iss, end in bursts]
         elif op in (Opcode.GEMM, Opcode.POST):
             t = max(t, free["compute"])
             free["compute"] = t + cyc
