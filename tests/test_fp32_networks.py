@@ -118,3 +118,22 @@ def test_rtl_equals_golden_model(netname, sim_devices):
     for run in runs:
         assert run.cycles > 0 and run.events and run.events[-1][0] == END_MARK
     assert {lid for run in runs for lid, _ in run.events} - {END_MARK} == hw_layers
+
+
+def test_compile_report_and_calibration():
+    """No calibration on fp32 (a clear error); the report gives the fp32 parameter memory and the int8 size."""
+    from dlproc.compiler.errors import CompileError
+
+    model, _ = ALL_NETS["residual"]()
+    wf = Workflow(model, processor="tiny_fp32", target="ref")
+    with pytest.raises(CompileError, match="no calibration is needed"):
+        wf.calibrate(np.zeros((1, *wf.input_shape), np.float32))
+    net = wf.compile()
+    hw = [layer for layer in net.layers if layer.target == "hw"]
+    count = sum(layer.weight_count for layer in hw)
+    assert count == sum(int(np.prod(la.weight.shape)) for la in wf.float_graph.layers
+                        if la.target == "hw" and la.weight is not None)
+    assert net.weight_bytes >= 4 * count and net.weight_bytes % 4 == 0
+    report = net.report()
+    assert "fp32 processor" in report and f"as int8 the {count:,} weights would take" in report
+    assert "per-channel parameters" in report
