@@ -566,8 +566,10 @@ class ComputeEngine(wiring.Component):
                         wgt_addr.eq(gemm.wgt_base), first.eq(1), running.eq(1),
                     ]
                     if waits:
-                        spatial = gemm.s0 * gemm.s1
+                        # s0*s1 < distance only matters for small extents: multiply them saturated at the distance
                         distance = self.timing.reuse_distance
+                        s0, s1 = (Mux(e >= distance, distance, e[:distance.bit_length()]) for e in (gemm.s0, gemm.s1))
+                        spatial = s0 * s1
                         m.d.sync += [gap.eq(Mux(spatial < distance, distance - spatial, 0)), hold.eq(0)]
                     for k, (n, s) in enumerate((("r0", "ri0"), ("r1", "ri1"), ("r2", "ri2"), ("s0", "si0"),
                                                 ("s1", "si1"))):
