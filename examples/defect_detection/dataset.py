@@ -182,12 +182,12 @@ def _draw_nut(cv: _Canvas, pose: _Pose, rng: np.random.Generator, defect: str, s
     if defect == "crack":
         a = rng.uniform(0.0, 2.0 * math.pi)
         start = np.array([math.cos(a), math.sin(a)]) * 0.86
-        length = 0.25 + 0.4 * severity
+        length = 0.45 + 0.4 * severity
         path = _jagged_path(rng, start, a + math.pi + rng.normal(0.0, 0.3), length)
         info["crack"] = path
     elif defect == "chip":
         corner = _hexagon(1.0, hex_rot)[int(rng.integers(6))]
-        radius = 0.18 + 0.22 * severity
+        radius = 0.34 + 0.16 * severity
         cv.dm.polygon(pose(_chip_polygon(rng, corner * rng.uniform(0.95, 1.05), radius)), fill=0)
         # the fresh fracture surface is bright and rough
     return info
@@ -251,9 +251,9 @@ def _draw_bolt(cv: _Canvas, pose: _Pose, rng: np.random.Generator, defect: str, 
             y0 = -shaft_r if rng.random() < 0.5 else shaft_r
             start = np.array([rng.uniform(head_x1, tip - 0.2), y0])
             heading = (math.pi / 2 if y0 < 0 else -math.pi / 2) + rng.normal(0.0, 0.4)
-        info["crack"] = _jagged_path(rng, start, heading, 0.22 + 0.35 * severity, step=0.04)
+        info["crack"] = _jagged_path(rng, start, heading, 0.35 + 0.3 * severity, step=0.04)
     elif defect == "chip":
-        radius = 0.14 + 0.16 * severity
+        radius = 0.3 + 0.14 * severity
         choice = rng.integers(3)
         if choice == 0:  # a head corner
             centre = np.array([head_x0 if rng.random() < 0.5 else head_x1,
@@ -287,7 +287,7 @@ def _blur3(img: np.ndarray, a: float) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    base = np.array([rng.uniform(0.16, 0.34)] * 3, dtype=np.float32)
+    base = np.array([rng.uniform(0.18, 0.3)] * 3, dtype=np.float32)
     base *= rng.uniform(0.9, 1.1, 3).astype(np.float32)  # belt rubber: grey, greenish or bluish
     bg = np.broadcast_to(base[:, None, None], (3, h, w)).copy()
     bg *= 1.0 + 0.18 * _smooth_noise(rng, h, w, int(rng.integers(3, 7)))[None]
@@ -345,14 +345,14 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
     top, left, rh, rw = ROI
     severity = float(rng.uniform(0.0, 1.0)) if defect != "none" else 0.0
 
-    scale = rng.uniform(0.26, 0.36) * rh
+    scale = rng.uniform(0.30, 0.34) * rh
     angle = rng.uniform(0.0, 2.0 * math.pi)
-    cx = left + rw / 2 + rng.uniform(-0.09, 0.09) * rw
-    cy = top + rh / 2 + rng.uniform(-0.09, 0.09) * rh
+    cx = left + rw / 2 + rng.uniform(-0.07, 0.07) * rw
+    cy = top + rh / 2 + rng.uniform(-0.07, 0.07) * rh
     deform = None
     if defect == "deformation":
         if part == "nut":  # squashed along a random local axis
-            f = 0.84 - 0.14 * severity
+            f = 0.76 - 0.14 * severity
             phi = rng.uniform(0.0, math.pi)
             u = np.array([math.cos(phi), math.sin(phi)])
             proj = np.outer(u, u)
@@ -361,7 +361,7 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
             def deform(p: np.ndarray, m: np.ndarray = m) -> np.ndarray:
                 return p @ m.T
         else:  # shaft bent beyond the head
-            bend = (0.12 + 0.22 * severity) * (1 if rng.random() < 0.5 else -1)
+            bend = (0.25 + 0.2 * severity) * (1 if rng.random() < 0.5 else -1)
             x0 = rng.uniform(-0.5, 0.0)
 
             def deform(p: np.ndarray, bend: float = bend, x0: float = x0) -> np.ndarray:
@@ -380,8 +380,8 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
         p1 = p0 + rng.uniform(0.1, 0.35) * np.array([math.cos(a), math.sin(a)])
         cv.ds.line(pose(np.stack([p0, p1])), fill=_shade(rng.uniform(1.15, 1.35)), width=1)
     if "crack" in info:
-        width = max(1, int(round(scale * _SS * rng.uniform(0.014, 0.028))))
-        dark = 0.05 + 0.3 * (1.0 - severity) * rng.uniform(0.5, 1.0)
+        width = max(1, int(round(scale * _SS * rng.uniform(0.045, 0.065))))
+        dark = 0.05 + 0.2 * (1.0 - severity) * rng.uniform(0.5, 1.0)
         cv.ds.line(pose(info["crack"]), fill=_shade(dark), width=width, joint="curve")
 
     # down to camera resolution: box filter over the super-samples. Coverage ``cover`` and covered
@@ -400,7 +400,7 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
     bg *= 1.0 - rng.uniform(0.25, 0.5) * shadow_arr[None]
 
     # metal: bright steel or zinc-plated (slightly yellow), with a specular highlight
-    metal = np.array([rng.uniform(0.58, 0.78)] * 3, dtype=np.float32)
+    metal = np.array([rng.uniform(0.6, 0.75)] * 3, dtype=np.float32)
     if rng.random() < 0.3:
         metal *= np.array([1.05, 1.0, 0.82], dtype=np.float32)
     metal *= rng.uniform(0.98, 1.02, 3).astype(np.float32)
@@ -413,8 +413,8 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
     # illumination: brightness, linear gradient, colour cast
     g = rng.uniform(0.0, 2.0 * math.pi)
     ramp = ((xx - fw / 2) * math.cos(g) + (yy - fh / 2) * math.sin(g)) / max(fh, fw)
-    img *= rng.uniform(0.7, 1.25) * (1.0 + rng.uniform(0.0, 0.5) * ramp)[None]
-    img *= rng.uniform(0.96, 1.04, 3).astype(np.float32)[:, None, None]
+    img *= rng.uniform(0.85, 1.15) * (1.0 + rng.uniform(0.0, 0.3) * ramp)[None]
+    img *= rng.uniform(0.98, 1.02, 3).astype(np.float32)[:, None, None]
 
     # defocus and sensor noise
     blur = rng.uniform(0.0, 0.25)  # weight of each neighbour in a separable 3-tap defocus kernel
