@@ -253,16 +253,16 @@ def _draw_bolt(cv: _Canvas, pose: _Pose, rng: np.random.Generator, defect: str, 
             heading = (math.pi / 2 if y0 < 0 else -math.pi / 2) + rng.normal(0.0, 0.4)
         info["crack"] = _jagged_path(rng, start, heading, 0.35 + 0.3 * severity, step=0.04)
     elif defect == "chip":
-        radius = 0.3 + 0.14 * severity
+        radius = 0.34 + 0.14 * severity
         choice = rng.integers(3)
         if choice == 0:  # a head corner
-            centre = np.array([head_x0 if rng.random() < 0.5 else head_x1,
-                               head_h if rng.random() < 0.5 else -head_h])
+            centre = np.array([head_x0 + 0.04 if rng.random() < 0.5 else head_x1 - 0.04,
+                               head_h - 0.06 if rng.random() < 0.5 else 0.06 - head_h])
         elif choice == 1:  # the tip
             centre = np.array([tip, (shaft_r if rng.random() < 0.5 else -shaft_r) * 0.8])
         else:  # a bite out of the shaft's edge
             centre = np.array([rng.uniform(head_x1 + 0.15, tip - 0.2), shaft_r if rng.random() < 0.5 else -shaft_r])
-            radius *= 0.8
+            radius *= 0.9
         cv.dm.polygon(pose(_chip_polygon(rng, centre, radius)), fill=0)
     return info
 
@@ -360,13 +360,21 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
 
             def deform(p: np.ndarray, m: np.ndarray = m) -> np.ndarray:
                 return p @ m.T
-        else:  # shaft bent beyond the head
-            bend = (0.25 + 0.2 * severity) * (1 if rng.random() < 0.5 else -1)
-            x0 = rng.uniform(-0.5, 0.0)
+        else:  # shaft bent: an elbow of radius ``arc / bend`` somewhere along the shaft
+            bend = (0.3 + 0.25 * severity) * (1 if rng.random() < 0.5 else -1)
+            x0 = rng.uniform(-0.45, 0.25)
+            arc = 0.12
 
-            def deform(p: np.ndarray, bend: float = bend, x0: float = x0) -> np.ndarray:
-                t = np.clip((p[:, 0] - x0) / (1.0 - x0), 0.0, None)
-                return np.stack([p[:, 0], p[:, 1] + bend * t * t], axis=1)
+            def deform(p: np.ndarray, bend: float = bend, x0: float = x0, arc: float = arc) -> np.ndarray:
+                d = p[:, 0] - x0
+                s = np.clip(d, 0.0, arc)
+                theta = bend * s / arc
+                # centre line: a circular arc of length ``arc``, then straight on at angle ``bend``
+                cx = (arc / bend) * np.sin(theta) + np.clip(d - arc, 0.0, None) * math.cos(bend)
+                cy = (arc / bend) * (1.0 - np.cos(theta)) + np.clip(d - arc, 0.0, None) * math.sin(bend)
+                x = np.where(d > 0, x0 + cx - p[:, 1] * np.sin(theta), p[:, 0])
+                y = np.where(d > 0, cy + p[:, 1] * np.cos(theta), p[:, 1])
+                return np.stack([x, y], axis=1)
 
     pose = _Pose(cx * _SS, cy * _SS, scale * _SS, angle, deform)
     cv = _Canvas(w, h)

@@ -7,8 +7,8 @@ Usage (from the repository root)::
 needs PyTorch (CPU build) next to numpy, Pillow and onnx; PyTorch is not a dependency of dlproc itself,
 only of this script. It writes, under ``examples/defect_detection/models/``:
 
-* ``defect_full.onnx`` -- AlexNet-style: five convolutions (the first 7x7 stride 2), three max-pools,
-  two hidden fully connected layers with dropout, a 2-class output;
+* ``defect_full.onnx`` -- AlexNet-style: five convolutions (the first 7x7 stride 2) with ReLU, three
+  max-pools, two hidden fully connected layers with ReLU and dropout, a 2-class output;
 * ``defect_trimmed.onnx`` -- the same network with conv4/conv5 trimmed away, fewer channels and one
   hidden fully connected layer, retrained from scratch;
 * ``metadata.json`` -- input size, classes, normalisation, seeds, data set sizes, accuracies, parameter
@@ -62,7 +62,8 @@ ARCHITECTURES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 class AlexNetStyle(nn.Module):
     """AlexNet-style classifier for small inputs.
 
-    conv1 7x7/2 -> pool 3/2 -> conv2 5x5 -> pool 3/2 -> conv3..convN 3x3 -> pool 3/2 -> fc... -> 2 logits.
+    conv1 7x7/2 -> pool 3/2 -> conv2 5x5 -> pool 3/2 -> conv3..convN 3x3 -> pool 5/3 -> fc... -> 2 logits.
+    At 96x96 the feature maps are 48 -> 23 -> 23 -> 11 -> 11 ... -> 3.
     Every convolution is followed by batch normalisation (folded away at export) and ReLU.
 
     Parameters
@@ -260,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "models", help="output folder (default: %(default)s)")
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--epochs-full", type=int, default=20)
-    p.add_argument("--epochs-trimmed", type=int, default=20)
+    p.add_argument("--epochs-full", type=int, default=24)
+    p.add_argument("--epochs-trimmed", type=int, default=24)
     args = p.parse_args(argv)
 
     torch.set_num_threads(THREADS)
