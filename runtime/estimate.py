@@ -46,8 +46,11 @@ class TimingModel:
 
     Attributes
     ----------
+    dispatch : int
+        Cycles between two dispatched instructions at best (the legality check is registered).
     fetch_depth : int
-        Instruction prefetch FIFO depth (``FetchUnit``).
+        Effective instruction prefetch depth: the ``FetchUnit`` FIFO holds 8, but a 4-instruction burst is only
+        requested when the whole burst fits, which the RTL's counters fit best as 6.
     fetch_burst : int
         Instructions per fetch burst; a burst is requested when the FIFO has room for all of it.
     outstanding : int
@@ -68,7 +71,8 @@ class TimingModel:
         fc module cycles per output row beyond its multiply-accumulates (row hand-over).
     """
 
-    fetch_depth: int = 8
+    dispatch: int = 2
+    fetch_depth: int = 6
     fetch_burst: int = 4
     outstanding: int = 4
     gemm_fill: int = 5
@@ -78,7 +82,7 @@ class TimingModel:
     fc_fill: int = 5
     start: int = 6
     completion: int = 2
-    fc_row: int = 1
+    fc_row: int = 0
 
 
 def _burst_lengths(addr: int, length: int, beat: int) -> list[int]:
@@ -228,7 +232,7 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
             for j in range(i, min(i + fb, len(prog))):
                 avail[j] = start + (j - i + 1) * beats_per_instr
             fetch_channel = avail[min(i + fb, len(prog)) - 1]
-        t = max(t + 1, avail[i])
+        t = max(t + timing.dispatch, avail[i])
         if op in (Opcode.LOAD, Opcode.STORE, Opcode.FC):
             t = max(t, free["dma"])
             free["dma"] = t + cyc

@@ -91,7 +91,7 @@ def _run_both(net, dev, x):
 
 
 @pytest.mark.parametrize("cfgname", list(CONFIGS))
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(net=networks())
 def test_random_layers_rtl_equals_golden(cfgname, net, devices):
