@@ -136,7 +136,7 @@ class CompiledNetwork:
     def report(self) -> str:
         """The compile report: layer mapping and DDR memory map."""
         c = self.config
-        lines = [f"Network {self.name!r} compiled for the {c.dtype} processor [{c.hardware_hash}]: {c.summary()}", ""]
+        lines = [f"Network {self.name!r} compiled for the processor {c.summary()}", ""]
         hdr = f"{'#':>3}  {'layer':<28} {'type':<8} {'runs on':<8} {'output':<14} {'tile (h x w x c)':<18} " \
               f"{'MACs':>12} {'weights':>10} {'instr':>7}"
         lines += [hdr, "-" * len(hdr)]

@@ -86,6 +86,8 @@ class Workflow:
         self.device_options = dict(device_options or {})
         self.source = network
         self.float_graph = fuse(load_onnx(network))
+        if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")
+            self.float_graph.name = Path(network).stem
         self.graph = None
         self.calibration = None
         self.compiled: CompiledNetwork | None = None
