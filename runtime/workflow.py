@@ -375,4 +375,3 @@ def _report_class():
     return QuantizationReport
 
 
-_ = Path
