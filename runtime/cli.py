@@ -71,7 +71,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         x = x[None]
     if tuple(x.shape[1:]) != shape:
         raise ValueError(f"input has shape {x.shape}; expected [N, {', '.join(map(str, shape))}]")
-    device = open_device(net.config, args.target)
+    options = {}
+    if args.trace:
+        if args.target != "sim":
+            raise ValueError("--trace records the RTL's waveform: use it with --target sim")
+        options["trace"] = args.trace
+    device = open_device(net.config, args.target, **options)
     try:
         driver = Driver(device, timeout_s=args.timeout)
         driver.load(net)
@@ -194,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", action="store_true", help="print the hardware profile (sim, fpga)")
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
     s.add_argument("-o", "--output", help="write outputs to this .npz")
+    s.add_argument("--trace", help="write an FST waveform of the RTL to this file (target sim)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("quantize", help="calibrate, report, validate and export the int8 quantization of a network")
