@@ -110,19 +110,26 @@ class FcUnit(wiring.Component):
     PARTIAL_SUMS = FpAdd.LATENCY
 
     def cycles(self, n_out: int, n_in: int) -> int:
-        """Cycles of an FC instruction from its handshake to the next possible one, if weights never run dry.
+        """Cycles of an FC instruction from its handshake to the next possible one, if weights never run dry
+        (see :meth:`cycles_for`)."""
+        return self.cycles_for(self._config, n_out, n_in)
+
+    @classmethod
+    def cycles_for(cls, config: ProcessorConfig, n_out: int, n_in: int) -> int:
+        """Cycles of an FC instruction on ``config`` without building the unit (used by the performance estimate).
 
         int8: ``n_out * n_in * conv_ic_lanes / P + 5``. fp32: every row takes its pieces rounded up to a multiple of
         ``L`` (:attr:`PARTIAL_SUMS`), then ``L`` drain entries and the pipeline (dot product, partial-sum tree, the
         accumulating adder).
         """
-        pieces = n_in * self._config.conv_ic_lanes // self.lanes
-        if self._config.dtype == "int8":
-            return n_out * pieces + self.FIXED_CYCLES
-        L = self.PARTIAL_SUMS
+        lanes = min(config.fc_threads, config.beat_bytes // config.element_bytes)
+        pieces = n_in * config.conv_ic_lanes // lanes
+        if config.dtype == "int8":
+            return n_out * pieces + cls.FIXED_CYCLES
+        L = cls.PARTIAL_SUMS
         entries = n_out * (-(-pieces // L) * L) + L
         # handshake, input read, dot product, partials register, tree, accumulator read, accumulating adder
-        fixed = 1 + 1 + DotProductFp32.latency_for(self.lanes) + 1 + FpTreeSum.latency_for(L) + 1 + FpAdd.LATENCY
+        fixed = 1 + 1 + DotProductFp32.latency_for(lanes) + 1 + FpTreeSum.latency_for(L) + 1 + FpAdd.LATENCY
         return entries + fixed
 
     def elaborate(self, platform):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from dlproc.compiler.codegen import END_MARK
 from dlproc.compiler.network import CompiledNetwork
 from dlproc.processor.config import ProcessorConfig
+from dlproc.processor.engine import ComputeEngine
+from dlproc.processor.fc import FcUnit
 from dlproc.processor.isa import InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile
 
@@ -55,14 +57,8 @@ class TimingModel:
         Instructions per fetch burst; a burst is requested when the FIFO has room for all of it.
     outstanding : int
         AXI bursts in flight per direction (``dma.MAX_OUTSTANDING``).
-    gemm_fill : int
-        GEMM cycles beyond its steps (pipeline fill); ``gemm_finalize`` more when it post-processes.
-    post_fill : int
-        POST cycles beyond its entries.
     dma_setup : int
         Cycles of a DMA instruction before its first burst is issued.
-    fc_fill : int
-        fc module pipeline cycles after its last weight beat.
     start : int
         Cycles from START to the first instruction fetch.
     completion : int
@@ -75,11 +71,7 @@ class TimingModel:
     fetch_depth: int = 6
     fetch_burst: int = 4
     outstanding: int = 4
-    gemm_fill: int = 5
-    gemm_finalize: int = 4
-    post_fill: int = 9
     dma_setup: int = 7
-    fc_fill: int = 5
     start: int = 6
     completion: int = 2
     fc_row: int = 0
@@ -157,6 +149,7 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
                ddr: DdrTiming) -> list[tuple[Opcode, int, int, list]]:
     """Per instruction: (opcode, engine cycles from dispatch, MARK layer or -1, read bursts (issue, data end))."""
     isa = InstructionSet(c)
+    engine = ComputeEngine.timing_of(c)  # GEMM/POST cycles exactly as the RTL's pipeline (processor/engine.py)
     beat = c.beat_bytes
     rate = ddr.beats_per_cycle
     out = []
@@ -180,17 +173,20 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
                                                      timing.outstanding, rate, timing.completion, None, [])
         elif op == Opcode.FC:
             row_bytes = f["n_in"] * c.input_entry_bytes
-            lanes = min(c.fc_threads, beat // c.element_bytes)
-            per_row = f["n_in"] * c.conv_ic_lanes / lanes + timing.fc_row
+            # the fc module's own cycle count (one source: processor/fc.py): rows, then its fixed pipeline
+            compute = FcUnit.cycles_for(c, f["n_out"], f["n_in"])
+            fixed = FcUnit.cycles_for(c, 0, f["n_in"])
+            per_row = (compute - fixed) / f["n_out"] + timing.fc_row
             addrs = [f["ddr_addr"] + o * f["row_stride"] for o in range(f["n_out"])]
-            cyc = timing.dma_setup + timing.fc_fill + _chunked_stream(addrs, row_bytes, beat, ddr.read_latency,
-                                                                      timing.outstanding, rate, timing.completion,
-                                                                      per_row, reads)
+            cyc = timing.dma_setup + fixed + _chunked_stream(addrs, row_bytes, beat, ddr.read_latency,
+                                                             timing.outstanding, rate, timing.completion, per_row,
+                                                             reads)
         elif op == Opcode.GEMM:
-            cyc = (f["r0"] * f["r1"] * f["r2"] * f["s0"] * f["s1"] + timing.gemm_fill
-                   + (timing.gemm_finalize if f["finalize"] else 0))
+            spatial = f["s0"] * f["s1"]
+            cyc = engine.cycles(f["r0"] * f["r1"] * f["r2"] * spatial, writes_outputs=bool(f["finalize"]),
+                                spatial=spatial)
         elif op == Opcode.POST:
-            cyc = f["n"] + timing.post_fill
+            cyc = engine.cycles(f["n"], writes_outputs=True)
         else:
             cyc = 0
         keep = reads[-2 * timing.outstanding:]  # only the last bursts can still hold up an instruction fetch
