@@ -186,6 +186,12 @@ def _run_verilator(build_dir: Path, trace: bool, jobs: int) -> None:
         raise BuildError(f"Verilator build failed (exit code {result.returncode}); end of {log_path.name}:\n{tail}")
 
 
+def cached_simulator(config: ProcessorConfig, *, trace: bool = False) -> Path | None:
+    """The simulator library of ``config`` if it is already built, else None (never builds)."""
+    library = cache_root() / "verilator" / _cache_key(config, generate_verilog(config), trace) / LIBRARY_NAME
+    return library if library.exists() else None
+
+
 def build_simulator(config: ProcessorConfig, *, trace: bool = False, top: TopFactory | None = None,
                     jobs: int | None = None, quiet: bool = False) -> Path:
     """The path of the simulator library for ``config``, building it if it is not cached yet.
