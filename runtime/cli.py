@@ -141,7 +141,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     plan = write_build_plan(_config(args.processor), args.output, board=args.board)
     for f in plan.files:
         print(f"  {f}")
-    print("Vivado ran." if plan.ran else f"Vivado is not on PATH; to build the bitstream run:\n  {plan.command}")
+    if plan.ran:
+        print("Vivado ran.")
+    else:
+        print(f"Vivado is not on PATH; to build the bitstream run:\n  cd {args.output} && {plan.command}")
     return 0
 
 
