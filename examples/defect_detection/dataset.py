@@ -361,8 +361,8 @@ def render_frame(rng: np.random.Generator, part: str, defect: str = "none") -> t
             def deform(p: np.ndarray, m: np.ndarray = m) -> np.ndarray:
                 return p @ m.T
         else:  # shaft bent: an elbow of radius ``arc / bend`` somewhere along the shaft
-            bend = (0.3 + 0.25 * severity) * (1 if rng.random() < 0.5 else -1)
-            x0 = rng.uniform(-0.45, 0.25)
+            bend = (0.5 + 0.35 * severity) * (1 if rng.random() < 0.5 else -1)
+            x0 = rng.uniform(-0.4, 0.2)
             arc = 0.12
 
             def deform(p: np.ndarray, bend: float = bend, x0: float = x0, arc: float = arc) -> np.ndarray:
