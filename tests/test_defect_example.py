@@ -21,9 +21,10 @@ MODEL_NAMES = ("defect_full", "defect_trimmed")
 ALLOWED_OPS = {"Conv", "Relu", "MaxPool", "Flatten", "Gemm", "MatMul", "Add", "Reshape", "BatchNormalization"}
 HELD_OUT_SEED = 424242  # used neither for training (1001) nor for the reported test set (2002)
 HELD_OUT_N = 64
-# Accuracy required on the fresh 64-image batch: a margin below what train.py measured on 1000 images
-# (see models/metadata.json), since 64 samples are noisy (one image = 1.6 %).
-MIN_ACCURACY = {"defect_full": 0.90, "defect_trimmed": 0.87}
+# Accuracy required on the fresh 64-image batch. train.py measured 96.3 % (full) and 94.5 % (trimmed) on
+# its 1000 held-out images (models/metadata.json); on this particular batch the shipped models score
+# 92.2 % and 90.6 %. 64 samples are noisy (one image = 1.6 %), hence the margin.
+MIN_ACCURACY = {"defect_full": 0.89, "defect_trimmed": 0.86}
 
 
 def _load_dataset():

@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--epochs-full", type=int, default=28)
-    p.add_argument("--epochs-trimmed", type=int, default=24)
+    p.add_argument("--epochs-trimmed", type=int, default=36)
     args = p.parse_args(argv)
 
     torch.set_num_threads(THREADS)
