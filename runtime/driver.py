@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dlproc.compiler.codegen import END_MARK
 from dlproc.compiler.memory import from_blocked, span_bytes, to_blocked
 from dlproc.compiler.network import CompiledNetwork, Segment
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
@@ -283,11 +282,3 @@ class Driver:
         shaped = {k: v.reshape(net.tensors[k]["onnx_shape"]).astype(np.float32) for k, v in feeds.items()}
         values = sess.run(None, shaped)
         return {name: np.asarray(v, np.float32) for name, v in zip(seg.outputs, values, strict=True)}
-
-    def events_to_layer_cycles(self, run: SegmentRun) -> dict[int, int]:
-        """Cycles per layer id from the event log of one segment (a layer lasts until the next MARK)."""
-        out: dict[int, int] = {}
-        for (lid, cyc), (_nid, ncyc) in zip(run.events, run.events[1:], strict=False):
-            if lid != END_MARK:
-                out[lid] = out.get(lid, 0) + (ncyc - cyc)
-        return out

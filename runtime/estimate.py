@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlproc.compiler.codegen import END_MARK
 from dlproc.compiler.network import CompiledNetwork
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.engine import ComputeEngine
 from dlproc.processor.fc import FcUnit
 from dlproc.processor.isa import InstructionSet, Opcode
-from dlproc.runtime.profile import LayerProfile, Profile
+from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
 __all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles"]
 
@@ -267,17 +266,15 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
         Same type as the hardware profile of ``Workflow.predict(..., profile=True)``.
     """
     total = 0
-    per_layer: dict[int, int] = {}
+    per_layer: dict[int, float] = {}
     for seg in net.segments:
         if seg.kind != "hw":
             continue
         words = net.instructions()[seg.start:seg.start + seg.count]
         cycles, events = program_cycles(net.config, words, timing=timing, ddr=ddr)
         total += cycles
-        for (lid, cyc), (_n, ncyc) in zip(events, events[1:], strict=False):
-            if lid != END_MARK:
-                per_layer[lid] = per_layer.get(lid, 0) + ncyc - cyc
-    layers = [LayerProfile(layer.name, layer.op, layer.target, per_layer.get(layer.index, 0), layer.macs)
+        add_layer_cycles(events, per_layer)
+    layers = [LayerProfile(layer.name, layer.op, layer.target, int(per_layer.get(layer.index, 0)), layer.macs)
               for layer in net.layers]
     notes = [f"Estimated from the program with DDR read latency {(ddr or DdrTiming()).read_latency} cycles."]
     if any(layer.target == "host" for layer in net.layers):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from dlproc.compiler.network import CompiledNetwork
 from dlproc.processor.config import ProcessorConfig
 
-__all__ = ["LayerProfile", "Profile", "profile_from_runs"]
+__all__ = ["LayerProfile", "Profile", "profile_from_runs", "add_layer_cycles"]
 
 
 @dataclass
@@ -115,11 +115,21 @@ class Profile:
         return "\n".join(lines)
 
 
+def add_layer_cycles(events: list[tuple[int, int]], into: dict[int, float]) -> None:
+    """Add each layer's cycles from an event log of ``(layer id, cycle)`` MARKs: a layer lasts until the next MARK.
+
+    The MARK recorded before END (``END_MARK``) only closes the last layer.
+    """
+    from dlproc.compiler.codegen import END_MARK
+
+    for (lid, cyc), (_next, ncyc) in zip(events, events[1:], strict=False):
+        if lid != END_MARK:
+            into[lid] = into.get(lid, 0) + ncyc - cyc
+
+
 def profile_from_runs(network: CompiledNetwork, runs_per_frame: list[list], source: str = "hardware counters"
                       ) -> Profile:
     """Build a profile from the driver's segment runs of one or more frames (averaged)."""
-    from dlproc.compiler.codegen import END_MARK
-
     frames = len(runs_per_frame)
     cycles: dict[int, float] = {}
     total = mac = 0.0
@@ -127,9 +137,7 @@ def profile_from_runs(network: CompiledNetwork, runs_per_frame: list[list], sour
         for run in runs:
             total += run.cycles
             mac += run.mac_busy
-            for (lid, cyc), (_n, ncyc) in zip(run.events, run.events[1:], strict=False):
-                if lid != END_MARK:
-                    cycles[lid] = cycles.get(lid, 0) + ncyc - cyc
+            add_layer_cycles(run.events, cycles)
     layers = [LayerProfile(layer.name, layer.op, layer.target, int(round(cycles.get(layer.index, 0) / frames)),
                            layer.macs) for layer in network.layers]
     notes = []
