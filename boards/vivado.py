@@ -8,11 +8,13 @@ a bitstream for the ZCU102, with the processor attached to the Zynq UltraScale+ 
 ``dlproc_bd.v``                   a wrapper with Vivado interface attributes, so the block design sees
                                   ``s_axil`` (AXI4-Lite), ``m_axi`` (AXI4), ``clk``, ``rst`` and ``irq``
 ``build.tcl``                     project, block design (PS with the ZCU102 preset, pl_clk0 at
-                                  ``config.clock_mhz``, proc_sys_reset, SmartConnects, HP0 / HPM0 / IRQ0,
-                                  addresses), synthesis, implementation, bitstream, XSA, ``.bit.bin``
+                                  ``config.clock_mhz``, proc_sys_reset, SmartConnects, HP1 / HPM0 / IRQ0,
+                                  addresses), synthesis, implementation, timing gate, then bitstream,
+                                  XSA, ``.bit.bin``
 ``dlproc_zcu102.xdc``             constraints beyond what the PS IP brings
 ``build.sh``                      ``vivado -mode batch -source build.tcl``
-``dlproc.dtso``                   device-tree overlay: UIO for registers + interrupt, u-dma-buf for DDR
+``dlproc.dtso``                   device-tree overlay: the PS settings (AFI port widths, pl_clk0, PL
+                                  reset), UIO for registers + interrupt, u-dma-buf for DDR
 ``shell.json``                    lets dfx-mgr / ``xmutil loadapp`` load the bitstream as an app firmware
 ``config.json``                   the processor configuration
 ``README.md``                     part, PS, clock, addresses, and how to load the bitstream on the board
@@ -20,7 +22,8 @@ a bitstream for the ZCU102, with the processor attached to the Zynq UltraScale+ 
 
 The artifacts are named after the configuration's hardware hash: ``dlproc_<hash>_zcu102.bit``, ``.bit.bin``
 and ``.xsa``, so a bitstream always says which processor it holds (the runtime checks the same hash in the
-CONFIG_HASH register).
+CONFIG_HASH register). The PS-side settings (port widths, clock, reset) have one owner,
+:class:`dlproc.boards.zynqmp.PsAttachment`, which writes them both into ``build.tcl`` and into ``dlproc.dtso``.
 """
 
 from __future__ import annotations
@@ -38,15 +41,12 @@ from amaranth.lib import wiring
 from dlproc.processor.config import ProcessorConfig
 
 from .zcu102 import ZCU102_BOARD_PART, ZCU102_PART
+from .zynqmp import REGS_BASE, UDMABUF_NAME, PsAttachment
 
 __all__ = ["BuildPlan", "write_build_plan", "BOARD_DESIGNS", "REGS_BASE", "VivadoError", "wrapper_verilog"]
 
-#: Physical address of the processor's register page in the block design (M_AXI_HPM0_FPD window).
-REGS_BASE = 0xA000_0000
 #: Boards with a block design template.
 BOARD_DESIGNS = ("zcu102",)
-#: Name of the u-dma-buf device of the overlay.
-UDMABUF_NAME = "udmabuf0"
 #: One-line command that runs the plan.
 VIVADO_COMMAND = "vivado -mode batch -source build.tcl"
 
@@ -298,24 +298,27 @@ def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: 
     put("wrapper", "dlproc_bd.v", wrapper_verilog(top))
     top._MustUse__silence = True  # only its signature was needed; no elaboration intended
 
-    ddr_segments = ["HP0_DDR_LOW"]
+    ps = PsAttachment.from_config(config)
+    ddr_segments = ["DDR_LOW"]
     if config.axi_addr_width >= 36:   # DDR_HIGH starts at 0x8_0000_0000: reachable with 36+ address bits
-        ddr_segments.append("HP0_DDR_HIGH")
-    hp0_width = min(128, max(32, config.axi_data_width))  # the HP ports are 32, 64 or 128 bits wide
+        ddr_segments.append("DDR_HIGH")
+    ps_properties = " \\\n".join(f"    CONFIG.{name} {{{value}}}" for name, value in ps.tcl_properties()) + " \\"
     values = {
         "HASH": config.hardware_hash, "PART": ZCU102_PART, "BOARD_PART": ZCU102_BOARD_PART,
         "CLOCK_MHZ": f"{config.clock_mhz:g}", "ARTIFACT": name, "VERSION": _dlproc_version(),
-        "REGS_BASE": f"0x{REGS_BASE:08X}", "REGS_BASE_HEX": f"{REGS_BASE:x}",
-        "AXI_DATA_WIDTH": str(config.axi_data_width), "HP0_WIDTH": str(hp0_width),
+        "REGS_BASE": f"0x{REGS_BASE:08X}", "AXI_DATA_WIDTH": str(config.axi_data_width),
+        "HP_NAME": ps.hp_name, "HP_WIDTH": str(ps.hp_width), "HP_ACLK": ps.hp_aclk_pin,
+        "HP_SEG_PREFIX": ps.hp_segments_prefix, "HPM0_WIDTH": str(ps.hpm0_width), "PS_PROPERTIES": ps_properties,
         "DDR_SEGMENTS": " ".join(ddr_segments), "UDMABUF": UDMABUF_NAME,
-        "DDR_SIZE": f"0x{config.ddr_size:08x}", "DDR_SIZE_MIB": f"{config.ddr_size / 2**20:g}",
+        "DDR_SIZE_MIB": f"{config.ddr_size / 2**20:g}", "BOOT_ARGS": " ".join(ps.boot_args()),
     }
     put("tcl", "build.tcl", _fill(_template("zcu102_build.tcl.in"), values))
     put("xdc", "dlproc_zcu102.xdc", _fill(_template("zcu102.xdc.in"), values))
     put("script", "build.sh", "#!/bin/sh\n# Vivado build of the dlproc processor; needs vivado on PATH "
         "(source <Vivado>/settings64.sh).\ncd \"$(dirname \"$0\")\" && exec " + VIVADO_COMMAND + "\n",
         executable=True)
-    put("overlay", "dlproc.dtso", _fill(_template("overlay.dtso.in"), values))
+    put("overlay", "dlproc.dtso", ps.overlay(firmware_name=f"{name}.bit.bin",
+                                             description=f"dlproc processor [{config.hardware_hash}] on the ZCU102"))
     put("shell", "shell.json", _template("shell.json.in"))
     put("config", "config.json", config.to_json() + "\n")
     put("readme", "README.md", _readme(config, name, values, ddr_segments))
@@ -332,5 +335,6 @@ def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: 
 
 def _readme(config: ProcessorConfig, name: str, values: dict[str, str], ddr_segments: list[str]) -> str:
     extra = {"SUMMARY": config.summary(), "ARTIFACT": name, "COMMAND": VIVADO_COMMAND,
-             "AXI_ADDR_WIDTH": str(config.axi_addr_width), "SEGMENTS": ", ".join(ddr_segments)}
+             "AXI_ADDR_WIDTH": str(config.axi_addr_width),
+             "SEGMENTS": ", ".join(f"{values['HP_SEG_PREFIX'].split('/')[1]}_{seg}" for seg in ddr_segments)}
     return _fill(_template("README.md.in"), {**values, **extra})

@@ -69,25 +69,33 @@ def test_build_tcl_block_design(plan) -> None:
         "xilinx.com:zcu102:part0:3.4", "-part $part", "xczu9eg-ffvb1156-2-e",
         "xilinx.com:ip:zynq_ultra_ps_e", 'apply_board_preset "1"', "xilinx.com:ip:proc_sys_reset",
         "create_bd_cell -type module -reference dlproc_bd dlproc_0", "xilinx.com:ip:smartconnect",
-        "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {100}", "CONFIG.PSU__USE__S_AXI_GP2 {1}",
-        "CONFIG.PSU__SAXIGP2__DATA_WIDTH {32}", "CONFIG.PSU__USE__IRQ0 {1}", "M_AXI_HPM0_FPD", "S_AXI_HP0_FPD",
+        "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {100}", "CONFIG.PSU__USE__S_AXI_GP3 {1}",
+        "CONFIG.PSU__USE__S_AXI_GP2 {0}", "CONFIG.PSU__SAXIGP3__DATA_WIDTH {32}", "CONFIG.PSU__USE__IRQ0 {1}",
+        "CONFIG.PSU__MAXIGP0__DATA_WIDTH {128}", "M_AXI_HPM0_FPD", "zynq_ultra_ps_e_0/S_AXI_HP1_FPD",
+        "zynq_ultra_ps_e_0/saxihp1_fpd_aclk", "zynq_ultra_ps_e_0/SAXIGP3/HP1_$seg", "foreach seg {DDR_LOW DDR_HIGH}",
         "pl_ps_irq0", "pl_clk0", "peripheral_reset", f"-offset 0x{REGS_BASE:08X} -range 4K",
-        "HP0_DDR_LOW HP0_DDR_HIGH", "validate_bd_design", "launch_runs synth_1",
+        "validate_bd_design", "launch_runs synth_1",
         "launch_runs impl_1 -to_step write_bitstream", "write_hw_platform -fixed -include_bit",
         "bootgen -arch zynqmp", f"set top_name    dlproc_{TINY.hardware_hash}_zcu102",
     ]:
         assert needle in tcl, needle
     assert "@@" not in tcl
+    assert not [line for line in tcl.splitlines() if "HP0" in line and not line.startswith("#")]
+    # The timing gate comes before the first artifact is written; the BIF names the bitstream by absolute path.
+    gate = tcl.index("if {$wns < 0 || $whs < 0}")
+    assert gate < tcl.index("file copy -force") < tcl.index("write_hw_platform -fixed")
+    assert 'puts $bif "all: { $bit_file }"' in tcl and "set bit_file [file join $script_dir $top_name.bit]" in tcl
+    assert "[file exists $bin_file]" in tcl
     wide = write_build_plan(ProcessorConfig.preset("zcu102_int8"), plan.out_dir / "wide", run=False,
                             verilog="module dlproc_top(); endmodule\n")
     wide_tcl = wide.paths["tcl"].read_text()
-    assert "CONFIG.PSU__SAXIGP2__DATA_WIDTH {128}" in wide_tcl
+    assert "CONFIG.PSU__SAXIGP3__DATA_WIDTH {128}" in wide_tcl
     assert "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {250}" in wide_tcl
 
 
 def test_readme_and_overlay(plan) -> None:
     readme = plan.paths["readme"].read_text()
-    for needle in ["xczu9eg-ffvb1156-2-e", "zynq_ultra_ps_e", "100 MHz", "0xA0000000", "S_AXI_HP0_FPD",
+    for needle in ["xczu9eg-ffvb1156-2-e", "zynq_ultra_ps_e", "100 MHz", "0xA0000000", "S_AXI_HP1_FPD", "cma=",
                    "pl_ps_irq0", "fpgautil -b", "xmutil", "dlproc run BUNDLE --target fpga", TINY.hardware_hash]:
         assert needle in readme, needle
     dtso = plan.paths["overlay"].read_text()
@@ -97,6 +105,74 @@ def test_readme_and_overlay(plan) -> None:
         assert needle in dtso, needle
     xdc = plan.paths["xdc"].read_text()
     assert "pl_clk0" in xdc and "BITSTREAM.GENERAL.COMPRESS" in xdc
+
+
+# What Xilinx's device-tree generator emits for a ZynqMP PL overlay of a board-preset design (every S_AXI port and
+# HPM0/HPM1 at 128 bit, HPM0_LPD at 32): the afi0 node of a PetaLinux-generated pl.dtsi (device-tree-xlnx
+# common_proc.tcl, add_or_get_bus_node), copied from that published output, not computed here.
+DTG_AFI_ALL_128 = ("config-afi = < 0 0>, <1 0>, <2 0>, <3 0>, <4 0>, <5 0>, <6 0>, <7 0>, <8 0>, <9 0>, <10 0>, "
+                   "<11 0>, <12 0>, <13 0>, <14 0xa00>, <15 0x000>;")
+
+
+def _cells(text: str) -> list[tuple[int, int]]:
+    """The (register, value) pairs of a config-afi property, whatever its spacing."""
+    return [(int(a, 0), int(b, 0)) for a, b in re.findall(r"<\s*(\w+)\s+(\w+)\s*>", text)]
+
+
+def _overlay_property(dtso: str, node: str, prop: str) -> str:
+    body = dtso[dtso.index(f"{node} {{"):]
+    body = body[:body.index("};")]
+    return re.search(rf"^\s*{re.escape(prop)} = (.*?);$", body, re.M).group(1)
+
+
+def test_overlay_programs_the_ps_like_createdts(plan) -> None:
+    from dlproc.boards.zynqmp import PsAttachment
+
+    dtso = plan.paths["overlay"].read_text()
+    # tiny_int8: HP1 at 32 bit (code 2 in registers 6/7), everything else as the board preset; 100 MHz.
+    expected = dict(_cells(DTG_AFI_ALL_128))
+    expected[6] = expected[7] = 2
+    assert dict(_cells(_overlay_property(dtso, "afi0: afi0", "config-afi"))) == expected
+    assert _overlay_property(dtso, "clocking0: clocking0", "assigned-clock-rates") == "<100000000>"
+    assert _overlay_property(dtso, "clocking0: clocking0", "assigned-clocks") == "<&zynqmp_clk 71>"
+    assert _overlay_property(dtso, "clocking0: clocking0", "compatible") == '"xlnx,fclk"'
+    assert _overlay_property(dtso, "afi0: afi0", "compatible") == '"xlnx,afi-fpga"'
+    assert "resets = <&zynqmp_reset 116>;" in dtso[:dtso.index("fragment@1")]
+    # The board-preset widths give exactly the generator's config-afi.
+    preset_like = PsAttachment(clock_mhz=100.0, hp_width=128)
+    assert preset_like.config_afi() == _cells(DTG_AFI_ALL_128)
+    # ikwzm's 250 MHz KV260 example: HP0 at 128 (<4 0>, <5 0>) and HPM0 at 128, HPM1 at 32 (<14 0x200>).
+    kv260 = dict(PsAttachment(clock_mhz=250.0, hp_port=0, hpm1_width=32).config_afi())
+    assert (kv260[4], kv260[5], kv260[14]) == (0, 0, 0x200)
+
+
+def test_tcl_and_overlay_share_one_owner(tmp_path: Path) -> None:
+    cfg = ProcessorConfig.preset("tiny_int8").replace(clock_mhz=150.0, conv_ic_lanes=8, axi_data_width=64,
+                                                      ddr_size=0x2000_0000)
+    plan = write_build_plan(cfg, tmp_path, run=False, verilog="module dlproc_top(); endmodule\n")
+    tcl, dtso = plan.paths["tcl"].read_text(), plan.paths["overlay"].read_text()
+    assert "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {150}" in tcl
+    assert "assigned-clock-rates = <150000000>;" in dtso
+    assert "CONFIG.PSU__SAXIGP3__DATA_WIDTH {64}" in tcl
+    afi = dict(_cells(_overlay_property(dtso, "afi0: afi0", "config-afi")))
+    assert (afi[6], afi[7]) == (1, 1)                       # 64 bit
+    assert "size = <0x20000000>;" in dtso
+    assert "cma=768M" in dtso                               # 512 MiB window + the default 256 MiB pool
+    assert "clk_ignore_unused" in dtso and "uio_pdrv_genirq.of_id=generic-uio" in dtso
+
+
+def test_overlay_compiles_with_dtc(plan, tmp_path: Path) -> None:
+    dtc = shutil.which("dtc")
+    if dtc is None:
+        pytest.skip("dtc (device-tree-compiler) is not installed")
+    result = subprocess.run([dtc, "-@", "-I", "dts", "-O", "dtb", "-o", str(tmp_path / "dlproc.dtbo"),
+                             str(plan.paths["overlay"])], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    dump = subprocess.run([dtc, "-I", "dtb", "-O", "dts", str(tmp_path / "dlproc.dtbo")], capture_output=True,
+                          text=True, check=True).stdout
+    fixups = dump[dump.index("__fixups__"):]
+    for label in ("fpga_full", "amba", "gic", "zynqmp_clk", "zynqmp_reset"):  # all in zynqmp.dtsi
+        assert re.search(rf"^\s*{label} = ", fixups, re.M), label
 
 
 def test_wrapper_connects_every_port(plan) -> None:
