@@ -3,7 +3,8 @@
 :class:`FpgaDevice` offers the register-level device interface of :class:`~dlproc.runtime.driver.Device` for a
 processor in the programmable logic of a Zynq UltraScale+ (ZCU102) running Linux:
 
-* the processor's 4 KiB register page (AXI4-Lite slave on M_AXI_HPM0_FPD, 0xA000_0000 in the reference design) is
+* the processor's 4 KiB register page (AXI4-Lite slave on M_AXI_HPM0_FPD at
+  :data:`~dlproc.boards.zynqmp.REGS_BASE`) is
   mapped through **UIO** (``/dev/uioN``, a ``generic-uio`` device-tree node, which also delivers the interrupt)
   or, without UIO, through ``/dev/mem`` at a physical address;
 * the processor's DDR window is a **physically contiguous buffer**: a ``u-dma-buf`` device (``/dev/udmabufN``,
@@ -36,16 +37,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dlproc.boards.zynqmp import REGS_BASE, REGS_SIZE, UDMABUF_NAME, UIO_NAME
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import MAGIC, STATUS_DONE, STATUS_ERROR, Reg
 
 __all__ = ["FpgaDevice", "FpgaSetupError", "MmioRegion", "UioInterrupt", "Interrupt", "find_uio",
-           "REGISTER_PAGE_BYTES"]
+           "REGISTER_PAGE_BYTES", "DEFAULT_REGS_PHYS", "DEFAULT_UIO", "DEFAULT_DMA_BUFFER"]
 
 #: Bytes of the processor's register page (12-bit AXI4-Lite address).
-REGISTER_PAGE_BYTES = 4096
-#: Default physical address of the register page in the reference block design (``docs/board.md``).
-DEFAULT_REGS_PHYS = 0xA000_0000
+REGISTER_PAGE_BYTES = REGS_SIZE
+#: Physical address of the register page in the block design (owned by :mod:`dlproc.boards.zynqmp`).
+DEFAULT_REGS_PHYS = REGS_BASE
+#: The UIO name the overlay gives the processor's node (``/sys/class/uio/uioN/name``).
+DEFAULT_UIO = UIO_NAME
+#: The u-dma-buf device the overlay creates.
+DEFAULT_DMA_BUFFER = f"/dev/{UDMABUF_NAME}"
 
 
 class FpgaSetupError(RuntimeError):
@@ -322,7 +328,7 @@ class FpgaDevice:
         :meth:`wait_irq`. ``None``: no UIO (give ``regs_phys``; :meth:`wait_irq` polls).
     regs_phys : int, optional
         Map the register page from ``/dev/mem`` at this physical address instead of UIO map 0 (the interrupt
-        still comes from ``uio`` when that exists). The reference design puts it at 0xA000_0000.
+        still comes from ``uio`` when that exists). The block design puts it at :data:`DEFAULT_REGS_PHYS`.
     dma_buffer : str or Path or None
         The u-dma-buf device (``"/dev/udmabuf0"``); its physical address and size come from
         ``/sys/class/u-dma-buf/<name>/phys_addr`` and ``size``.
@@ -405,8 +411,8 @@ class FpgaDevice:
         if not path.exists():
             raise FpgaSetupError(f"{path} does not exist: load the bitstream and the device-tree overlay with the "
                                  "processor's generic-uio node, boot with uio_pdrv_genirq.of_id=generic-uio "
-                                 "(docs/board.md), or pass uio=None, regs_phys=0xA0000000 to map the registers "
-                                 "through /dev/mem and poll")
+                                 f"(docs/board.md), or pass uio=None, regs_phys={DEFAULT_REGS_PHYS:#x} to map the "
+                                 "registers through /dev/mem and poll")
         return path
 
     def _open_registers(self, uio_path: Path | None, regs_phys: int | None) -> MmioRegion:
@@ -427,7 +433,7 @@ class FpgaDevice:
                                          name=f"{uio_path} map0")
         else:
             raise FpgaSetupError("no way to reach the registers: give uio='/dev/uioN' (or its name) or "
-                                 "regs_phys=0xA0000000")
+                                 f"regs_phys={DEFAULT_REGS_PHYS:#x}")
         self._regions.append(region)
         return region
 
