@@ -19,10 +19,13 @@ All memory-mapped access goes through :class:`MmioRegion` and the interrupt thro
 tests can hand :class:`FpgaDevice` simulated regions (``regs=``, ``ddr=``, ``interrupt=``) and run exactly the code
 that runs on the board against the golden model or the Verilator simulation.
 
-Coherency: the processor reaches DDR through S_AXI_HP0_FPD, which does not snoop the CPU caches. The DDR buffer is
-therefore mapped uncached: u-dma-buf with ``O_SYNC`` (its ``sync-mode = <2>`` maps write-combined, which on arm64
-is Normal non-cacheable memory and allows the unaligned accesses ``memcpy`` makes), a ``/dev/mem`` carve-out as
-device memory (then copied with aligned 8-byte accesses only).
+Coherency and ordering: the processor reaches DDR through S_AXI_HP1_FPD, which does not snoop the CPU caches. The
+DDR buffer is mapped uncached: u-dma-buf opened with ``O_SYNC`` and ``sync_mode`` 2 (write-combined, i.e. Normal
+non-cacheable on arm64; ikwzm/udmabuf ``Readme.md``, "Coherency of data on DMA buffer and CPU cache"). Because
+write-combined stores are not ordered against the Device-memory store of START, :class:`FpgaDevice` writes
+u-dma-buf's ``sync_for_device`` before START and ``sync_for_cpu`` before reading what the processor wrote
+(:class:`UdmabufSync`), and accesses the buffer only in aligned 8-byte words (Device memory, which a
+``sync_mode`` 1 buffer or a ``/dev/mem`` carve-out is, faults on unaligned accesses).
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dlproc.boards.zynqmp import REGS_BASE, REGS_SIZE, UDMABUF_NAME, UIO_NAME
+from dlproc.boards.zynqmp import REGS_BASE, REGS_SIZE, UDMABUF_NAME, UIO_MODULE_COMMAND, UIO_NAME
 from dlproc.processor.config import ProcessorConfig
-from dlproc.processor.isa import MAGIC, STATUS_DONE, STATUS_ERROR, Reg
+from dlproc.processor.isa import CTRL_START, MAGIC, STATUS_DONE, STATUS_ERROR, Reg
 
-__all__ = ["FpgaDevice", "FpgaSetupError", "MmioRegion", "UioInterrupt", "Interrupt", "find_uio",
-           "REGISTER_PAGE_BYTES", "DEFAULT_REGS_PHYS", "DEFAULT_UIO", "DEFAULT_DMA_BUFFER"]
+__all__ = ["FpgaDevice", "FpgaSetupError", "MmioRegion", "UioInterrupt", "Interrupt", "DmaSync",
+           "UdmabufSync", "find_uio", "REGISTER_PAGE_BYTES", "DEFAULT_REGS_PHYS", "DEFAULT_UIO", "DEFAULT_DMA_BUFFER"]
 
 #: Bytes of the processor's register page (12-bit AXI4-Lite address).
 REGISTER_PAGE_BYTES = REGS_SIZE
@@ -157,40 +160,68 @@ class MmioRegion:
 
     # ------------------------------------------------------------------ bytes
     def read(self, offset: int, length: int) -> np.ndarray:
-        """Copy ``length`` bytes at ``offset`` out of the region (uint8 array)."""
+        """Copy ``length`` bytes at ``offset`` out of the region (uint8 array).
+
+        The region is only ever loaded in aligned 8-byte words (:meth:`_load_words`); the bytes asked for are cut
+        out of them in ordinary memory.
+        """
         self._check(offset, length, "read")
-        if not self.device_memory:
-            return self._bytes[offset:offset + length].copy()
+        if length == 0:
+            return np.zeros(0, np.uint8)
         lo, hi = offset & ~7, (offset + length + 7) & ~7
-        words = self._aligned_words(lo, hi)
-        out = np.empty((hi - lo) >> 3, np.uint64)
-        for i in range(out.size):          # one aligned 8-byte load each
-            out[i] = words[i]
-        return out.view(np.uint8)[offset - lo:offset - lo + length].copy()
+        words = self._load_words(lo, (hi - lo) >> 3)
+        return words.view(np.uint8)[offset - lo:offset - lo + length].copy()
 
     def write(self, offset: int, data: Any) -> None:
-        """Copy bytes (``bytes``, any ndarray viewed as bytes) into the region at ``offset``."""
+        """Copy bytes (``bytes``, any ndarray viewed as bytes) into the region at ``offset``.
+
+        The region is only ever stored in aligned 8-byte words (:meth:`_store_words`): a partial first or last word
+        is read, merged in ordinary memory and written back whole. arm64 faults on an unaligned access to Device
+        memory (u-dma-buf's ``sync_mode=1`` since v2.1.2 maps ``O_SYNC`` buffers that way, "you probably won't be
+        able to use memset()", ikwzm/udmabuf ``Readme.md``), and a plain ``memcpy`` makes unaligned accesses at
+        the ends of an unaligned range.
+        """
         src = _as_bytes(data)
         self._check(offset, src.size, "write")
-        if not self.device_memory:
-            self._bytes[offset:offset + src.size] = src
+        if src.size == 0:
             return
         lo, hi = offset & ~7, (offset + src.size + 7) & ~7
-        words = self._aligned_words(lo, hi)
         staged = np.empty((hi - lo) >> 3, np.uint64)
         if lo != offset:
-            staged[0] = words[0]           # keep the bytes around a partial first word
-        if hi != offset + src.size:
-            staged[-1] = words[staged.size - 1]
+            staged[0] = self._load_words(lo, 1)[0]            # keep the bytes around a partial first word
+        if hi != offset + src.size and (staged.size > 1 or lo == offset):
+            staged[-1] = self._load_words(hi - 8, 1)[0]       # ... and a partial last word
         staged.view(np.uint8)[offset - lo:offset - lo + src.size] = src
-        for i in range(staged.size):       # one aligned 8-byte store each
-            words[i] = staged[i]
+        self._store_words(lo, staged)
 
-    def _aligned_words(self, lo: int, hi: int) -> np.ndarray:
-        base = self._bytes[lo:hi]
-        if base.ctypes.data & 7:
-            raise ValueError(f"{self.name}: device-memory mapping is not 8-byte aligned")
+    def _word_view(self, byte_offset: int, count: int) -> np.ndarray:
+        base = self._bytes[byte_offset:byte_offset + 8 * count]
+        if byte_offset & 7 or base.ctypes.data & 7:
+            raise ValueError(f"{self.name}: word access at {byte_offset:#x} is not 8-byte aligned")
         return base.view(np.uint64)
+
+    def _load_words(self, byte_offset: int, count: int) -> np.ndarray:
+        """Load ``count`` aligned 8-byte words starting at ``byte_offset`` (a multiple of 8) into a new array.
+
+        Normal memory (u-dma-buf write-combined, i.e. Normal non-cacheable on arm64): one numpy copy between two
+        8-byte aligned arrays. Device memory: one aligned 8-byte load per word, as PYNQ's MMIO does its accesses.
+        """
+        words = self._word_view(byte_offset, count)
+        if not self.device_memory:
+            return words.copy()
+        out = np.empty(count, np.uint64)
+        for i in range(count):
+            out[i] = words[i]
+        return out
+
+    def _store_words(self, byte_offset: int, values: np.ndarray) -> None:
+        """Store aligned 8-byte words at ``byte_offset`` (a multiple of 8); see :meth:`_load_words`."""
+        words = self._word_view(byte_offset, values.size)
+        if not self.device_memory:
+            words[:] = values
+            return
+        for i in range(values.size):
+            words[i] = values[i]
 
     def close(self) -> None:
         """Unmap the region (further accesses fail)."""
@@ -268,6 +299,82 @@ class UioInterrupt:
             self._fd = -1
 
 
+# ---------------------------------------------------------------------------------------------------- memory ordering
+class DmaSync(Protocol):
+    """Hand a range of the DDR window to the processor, or back to the CPU, with the barriers that implies."""
+
+    def for_device(self, offset: int, size: int) -> None: ...
+    def for_cpu(self, offset: int, size: int) -> None: ...
+
+
+#: u-dma-buf's sync command: ``offset << 32 | size (multiple of 16) | direction << 2 | 1`` (ikwzm/udmabuf
+#: ``Readme.md``, "sync_for_cpu" / "sync_for_device"; ``u-dma-buf.c`` ``udmabuf_sync_command_argments``).
+_SYNC_SIZE_MAX = 0xFFFF_FFF0
+_DMA_TO_DEVICE, _DMA_FROM_DEVICE = 1, 2
+
+
+def _write_sysfs(path: Path, text: str) -> None:
+    """Write one sysfs attribute (a function of its own so tests can make it fail)."""
+    path.write_text(text)
+
+
+class UdmabufSync:
+    """Cache maintenance and ordering of a u-dma-buf buffer through its sysfs ``sync_for_device``/``sync_for_cpu``.
+
+    Writing the sync command makes the driver call ``dma_sync_single_for_device`` (clean) or
+    ``dma_sync_single_for_cpu`` (invalidate) on the range (ikwzm/udmabuf ``Readme.md``, "Manual cache management";
+    ``u-dma-buf.c`` ``udmabuf_sync_for_device``/``_for_cpu``). On the non-coherent HP ports of the ZynqMP these end
+    in a ``dsb``: every store the CPU made to the buffer, write-combined ones included, has completed before the
+    following register write (START) is issued, and no load of the buffer after DONE can have been satisfied
+    before it. That is the barrier ``writel()`` has in the kernel and user space otherwise lacks: Normal
+    non-cacheable (write-combined) stores and Device stores to the register page are not ordered on arm64.
+    ``DMA_TO_DEVICE`` for the CPU's writes, ``DMA_FROM_DEVICE`` for its reads (``arch_sync_dma_for_cpu`` does
+    nothing for ``DMA_TO_DEVICE``).
+
+    Parameters
+    ----------
+    info : Path
+        ``/sys/class/u-dma-buf/<name>``.
+    size : int
+        Bytes of the buffer (ranges are clamped to it).
+    """
+
+    def __init__(self, info: str | Path, size: int):
+        self.info = Path(info)
+        self.size = int(size)
+
+    def for_device(self, offset: int, size: int) -> None:
+        """Clean ``[offset, offset + size)`` and order the CPU's stores before what follows (START)."""
+        self._sync("sync_for_device", offset, size, _DMA_TO_DEVICE)
+
+    def for_cpu(self, offset: int, size: int) -> None:
+        """Invalidate ``[offset, offset + size)`` and order what follows after the processor's writes."""
+        self._sync("sync_for_cpu", offset, size, _DMA_FROM_DEVICE)
+
+    def _sync(self, attr: str, offset: int, size: int, direction: int) -> None:
+        lo = max(0, offset & ~63)                                  # whole cache lines
+        hi = min(self.size, (offset + max(size, 1) + 63) & ~63)
+        while lo < hi:
+            n = min(hi - lo, _SYNC_SIZE_MAX)
+            self._command(attr, lo, (n + 15) & ~15, direction)
+            lo += n
+
+    def _command(self, attr: str, offset: int, size: int, direction: int) -> None:
+        command = offset << 32 | size | direction << 2 | 1
+        try:
+            _write_sysfs(self.info / attr, f"{command:#018x}")
+        except OSError as exc:
+            # u-dma-buf before the encoded command takes only 1, with sync_offset/_size/_direction set beforehand.
+            try:
+                _write_sysfs(self.info / "sync_offset", str(offset))
+                _write_sysfs(self.info / "sync_size", str(size))
+                _write_sysfs(self.info / "sync_direction", str(direction))
+                _write_sysfs(self.info / attr, "1")
+            except OSError:
+                raise FpgaSetupError(f"cannot write {self.info / attr} ({exc}): run as root or give your user "
+                                     "write access to the u-dma-buf sysfs attributes (udev rule)") from None
+
+
 # ---------------------------------------------------------------------------------------------------- discovery
 def find_uio(name: str, *, sysfs: str | Path = "/sys") -> Path:
     """The ``/dev/uioN`` whose UIO name (the device-tree node name) is ``name``.
@@ -289,7 +396,8 @@ def find_uio(name: str, *, sysfs: str | Path = "/sys") -> Path:
             return Path("/dev") / entry.name
     listing = ", ".join(seen) if seen else "none"
     raise FpgaSetupError(f"no UIO device named {name!r} in {root} (found: {listing}); load the device-tree overlay "
-                         "of docs/board.md and boot with uio_pdrv_genirq.of_id=generic-uio")
+                         f"of docs/board.md after `{UIO_MODULE_COMMAND}` (or boot with "
+                         "uio_pdrv_genirq.of_id=generic-uio when the driver is built in)")
 
 
 def _read_sysfs_int(path: Path, what: str, setup: str) -> int:
@@ -314,6 +422,22 @@ def _udmabuf_sysfs(name: str, sysfs: Path) -> Path:
                          "(docs/board.md), or pass dma_phys/dma_size for a reserved-memory carve-out")
 
 
+def _ensure_sync_mode(path: Path) -> int | None:
+    """Set u-dma-buf's ``sync_mode`` to 2 if it is not; return the value it has afterwards (None: no such file,
+    -1: unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        if path.read_text().strip() != "2":
+            _write_sysfs(path, "2")
+    except OSError:
+        pass  # not root and no udev rule: keep what it is, and say so through the value read back
+    try:
+        return int(path.read_text().strip(), 0)
+    except (OSError, ValueError):
+        return -1
+
+
 # ---------------------------------------------------------------------------------------------------- the device
 class FpgaDevice:
     """A processor in the programmable logic, driven from Linux user space (target ``"fpga"``).
@@ -323,9 +447,10 @@ class FpgaDevice:
     config : ProcessorConfig
         The configuration the bitstream was built for (checked against the CONFIG_HASH register by the driver).
     uio : str or Path or None
-        The processor's UIO device: a path (``"/dev/uio0"``) or a UIO name (``"dlproc"``, the device-tree node
-        name, looked up in ``/sys/class/uio``). Its map 0 is the register page and its interrupt serves
-        :meth:`wait_irq`. ``None``: no UIO (give ``regs_phys``; :meth:`wait_irq` polls).
+        The processor's UIO device: a UIO name (default :data:`DEFAULT_UIO`, ``"dlproc"``, the name the overlay
+        gives the node; the device is the ``/dev/uioN`` whose ``/sys/class/uio/uioN/name`` says so) or a path
+        (``"/dev/uio1"``). Its map 0 is the register page and its interrupt serves :meth:`wait_irq`. ``None``: no
+        UIO (give ``regs_phys``; :meth:`wait_irq` polls). On PetaLinux ``/dev/uio0`` is usually another device.
     regs_phys : int, optional
         Map the register page from ``/dev/mem`` at this physical address instead of UIO map 0 (the interrupt
         still comes from ``uio`` when that exists). The block design puts it at :data:`DEFAULT_REGS_PHYS`.
@@ -334,7 +459,12 @@ class FpgaDevice:
         ``/sys/class/u-dma-buf/<name>/phys_addr`` and ``size``.
     dma_phys, dma_size : int, optional
         Instead of u-dma-buf: a physically contiguous carve-out (``reserved-memory`` with ``no-map``) mapped
-        through ``/dev/mem``.
+        through ``/dev/mem`` (debugging only: no cache maintenance or barrier is available for it from user
+        space, and copies are word by word).
+    dma_sync : bool or DmaSync
+        ``True`` (default): order the DDR buffer through u-dma-buf's ``sync_for_device``/``sync_for_cpu``
+        (:class:`UdmabufSync`) when the buffer is a u-dma-buf; a :class:`DmaSync` object: use it (tests);
+        ``False``: none.
     interrupt : bool or Interrupt
         ``True`` (default): use the UIO interrupt when there is a UIO device; ``False``: always poll STATUS; an
         :class:`Interrupt` object: use it (tests).
@@ -356,13 +486,29 @@ class FpgaDevice:
         Physical address of the DDR buffer (DDR window offset 0).
     ddr_size : int
         Bytes of the DDR buffer.
+    uio_path : Path or None
+        The UIO device in use.
+
+    Notes
+    -----
+    Memory ordering. The processor reaches DDR through an HP port that does not snoop the CPU caches, and the
+    buffer is mapped write-combined (Normal non-cacheable on arm64), which arm64 does not order against the Device
+    stores to the register page. So:
+
+    * every byte the CPU writes is recorded, and the write of CTRL with START is preceded by ``sync_for_device``
+      over those bytes (clean + ``dsb``): the processor cannot start before the data it reads has reached DDR;
+    * after START, every read of the buffer is preceded by ``sync_for_cpu`` over the bytes read (invalidate +
+      ``dsb``): nothing the CPU reads can have been fetched before DONE was seen;
+    * the buffer is only ever accessed in aligned 8-byte words (:meth:`MmioRegion.write`), so a buffer that ends
+      up mapped as Device memory (``sync_mode`` 1) does not fault.
     """
 
-    def __init__(self, config: ProcessorConfig, *, uio: str | Path | None = "/dev/uio0", regs_phys: int | None = None,
-                 dma_buffer: str | Path | None = "/dev/udmabuf0", dma_phys: int | None = None,
-                 dma_size: int | None = None, interrupt: bool | Interrupt = True, poll_interval_s: float = 1e-4,
-                 check_magic: bool = True, regs: MmioRegion | None = None, ddr: MmioRegion | None = None,
-                 ddr_phys_base: int | None = None, sysfs: str | Path = "/sys", dev_mem: str | Path = "/dev/mem"):
+    def __init__(self, config: ProcessorConfig, *, uio: str | Path | None = DEFAULT_UIO, regs_phys: int | None = None,
+                 dma_buffer: str | Path | None = DEFAULT_DMA_BUFFER, dma_phys: int | None = None,
+                 dma_size: int | None = None, dma_sync: bool | DmaSync = True, interrupt: bool | Interrupt = True,
+                 poll_interval_s: float = 1e-4, check_magic: bool = True, regs: MmioRegion | None = None,
+                 ddr: MmioRegion | None = None, ddr_phys_base: int | None = None, sysfs: str | Path = "/sys",
+                 dev_mem: str | Path = "/dev/mem"):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         self.config = config
@@ -371,6 +517,11 @@ class FpgaDevice:
         self._dev_mem = Path(dev_mem)
         self._regions: list[MmioRegion] = []
         self._interrupt: Interrupt | None = None
+        self._sync: DmaSync | None = dma_sync if dma_sync not in (True, False) else None
+        self._udmabuf_info: Path | None = None
+        self._dirty: tuple[int, int] | None = None    # bytes written since the last sync_for_device
+        self._started = False                          # the processor may have written the buffer since
+        self.uio_path: Path | None = None
         try:
             uio_path = None
             if regs is None:
@@ -388,6 +539,9 @@ class FpgaDevice:
             else:
                 self.ddr, self.ddr_phys_base = self._open_ddr(dma_buffer, dma_phys, dma_size)
             self.ddr_size = self.ddr.size
+            if dma_sync is True and self._udmabuf_info is not None:
+                self._sync = UdmabufSync(self._udmabuf_info, self.ddr_size)
+            self.uio_path = uio_path
             self._check_window()
             if interrupt is True:
                 if uio_path is not None and regs is None:
@@ -463,14 +617,13 @@ class FpgaDevice:
             if dma_size > size:
                 raise FpgaSetupError(f"dma_size {dma_size:#x} is larger than {dev} ({size:#x} bytes)")
             size = dma_size
-        sync_mode = info / "sync_mode"
-        if sync_mode.exists():
-            try:
-                if sync_mode.read_text().strip() != "2":  # 2: O_SYNC maps write-combined (see module docstring)
-                    sync_mode.write_text("2")
-            except OSError:
-                pass  # older u-dma-buf or no permission: O_SYNC then maps uncached, which is also coherent
-        region = MmioRegion.map_file(dev, size, sync=True, name=str(dev))
+        # sync_mode 2: an O_SYNC mapping is write-combined (Normal non-cacheable), which the overlay's
+        # `sync-mode = <2>` already sets. A buffer made by `insmod u-dma-buf udmabuf0=...` starts at 1 (Device
+        # memory since u-dma-buf 2.1.2); if it cannot be set to 2 the region is mapped as Device memory and
+        # copied word by word (correct, slow).
+        device_memory = _ensure_sync_mode(info / "sync_mode") not in (None, 2)
+        region = MmioRegion.map_file(dev, size, sync=True, device_memory=device_memory, name=str(dev))
+        self._udmabuf_info = info
         self._regions.append(region)
         return region, phys
 
@@ -497,16 +650,33 @@ class FpgaDevice:
         return self.regs.read32(int(offset))
 
     def write_reg(self, offset: int, value: int) -> None:
-        """Write a 32-bit control register."""
-        self.regs.write32(int(offset), int(value))
+        """Write a 32-bit control register; a START is preceded by ``sync_for_device`` (class notes)."""
+        offset, value = int(offset), int(value)
+        if offset == Reg.CTRL and value & CTRL_START:
+            if self._sync is not None:
+                lo, hi = self._dirty if self._dirty is not None else (0, 64)   # 64: a barrier even if nothing new
+                self._sync.for_device(lo, hi - lo)
+            self._dirty = None
+            self._started = True
+        self.regs.write32(offset, value)
 
     def write_ddr(self, offset: int, data: Any) -> None:
-        """Copy bytes into the DDR buffer at a window offset."""
-        self.ddr.write(int(offset), data)
+        """Copy bytes into the DDR buffer at a window offset (recorded for the next ``sync_for_device``)."""
+        offset, src = int(offset), _as_bytes(data)
+        self.ddr.write(offset, src)
+        if src.size:
+            lo, hi = offset, offset + int(src.size)
+            if self._dirty is not None:
+                lo, hi = min(lo, self._dirty[0]), max(hi, self._dirty[1])
+            self._dirty = (lo, hi)
 
     def read_ddr(self, offset: int, length: int) -> np.ndarray:
-        """Copy bytes out of the DDR buffer at a window offset (uint8 array)."""
-        return self.ddr.read(int(offset), int(length))
+        """Copy bytes out of the DDR buffer at a window offset (uint8 array); after a START, ``sync_for_cpu``
+        over those bytes comes first (class notes)."""
+        offset, length = int(offset), int(length)
+        if self._started and self._sync is not None and length:
+            self._sync.for_cpu(offset, length)
+        return self.ddr.read(offset, length)
 
     def _finished(self) -> bool:
         return bool(self.read_reg(Reg.STATUS) & (STATUS_DONE | STATUS_ERROR))

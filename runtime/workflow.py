@@ -63,7 +63,11 @@ class Workflow:
     timeout_s : float
         Longest wait for the processor to finish one hardware segment.
     device_options : dict, optional
-        Passed to the target's device (e.g. ``trace="run.fst"`` for "sim", ``uio="/dev/uio0"`` for "fpga").
+        Passed to the target's device (e.g. ``trace="run.fst"`` for "sim", ``dma_buffer="/dev/udmabuf1"`` for
+        "fpga").
+    uio : str, optional
+        Target "fpga": the processor's UIO device, by name (default ``"dlproc"``, the name the overlay gives it,
+        looked up in ``/sys/class/uio``) or path (``"/dev/uio1"``). Same as ``device_options={"uio": ...}``.
 
     Examples
     --------
@@ -74,7 +78,7 @@ class Workflow:
     """
 
     def __init__(self, network: Any, *, processor: ProcessorConfig | str = "zcu102_int8", target: str = "ref",
-                 timeout_s: float = 120.0, device_options: dict | None = None):
+                 timeout_s: float = 120.0, device_options: dict | None = None, uio: str | None = None):
         from dlproc.compiler.frontend import load_onnx
         from dlproc.compiler.fusion import fuse
 
@@ -84,6 +88,10 @@ class Workflow:
         self.target = target
         self.timeout_s = timeout_s
         self.device_options = dict(device_options or {})
+        if uio is not None:
+            if target != "fpga":
+                raise ValueError(f"uio={uio!r} names the board's UIO device: it needs target 'fpga', not {target!r}")
+            self.device_options["uio"] = uio
         self.source = network
         self.float_graph = fuse(load_onnx(network))
         if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")

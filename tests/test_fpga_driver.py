@@ -31,7 +31,15 @@ from dlproc.processor.isa import (
     Reg,
 )
 from dlproc.runtime.driver import Driver
-from dlproc.runtime.fpga import REGISTER_PAGE_BYTES, FpgaDevice, FpgaSetupError, MmioRegion, find_uio
+from dlproc.runtime.fpga import (
+    DEFAULT_UIO,
+    REGISTER_PAGE_BYTES,
+    FpgaDevice,
+    FpgaSetupError,
+    MmioRegion,
+    UdmabufSync,
+    find_uio,
+)
 from dlproc.sim.golden import GoldenDevice, postprocess_int8
 
 CONFIG = ProcessorConfig.preset("tiny_int8")
@@ -119,10 +127,10 @@ def golden_reference(cfg: ProcessorConfig, image: bytes, count: int) -> np.ndarr
 class ForwardedRegisters(MmioRegion):
     """A register page whose 32-bit accesses go to a simulated device's read_reg / write_reg."""
 
-    def __init__(self, device):
+    def __init__(self, device, log: list | None = None):
         super().__init__(bytearray(REGISTER_PAGE_BYTES), name=f"simulated registers of {type(device).__name__}")
         self.device = device
-        self.log: list[tuple[str, int, int]] = []
+        self.log: list[tuple[str, int, int]] = [] if log is None else log
 
     def read32(self, offset: int) -> int:
         value = self.device.read_reg(offset)
@@ -132,6 +140,47 @@ class ForwardedRegisters(MmioRegion):
     def write32(self, offset: int, value: int) -> None:
         self.log.append(("w", offset, value))
         self.device.write_reg(offset, value)
+
+
+class StrictMemory(MmioRegion):
+    """A DDR buffer that behaves like Device memory: it refuses any access that is not an aligned 8-byte word.
+
+    Every load and store of :class:`MmioRegion` must go through ``_load_words`` / ``_store_words``; the byte view
+    the base class would otherwise copy into directly is made read-only, so a copy that bypasses them fails too.
+    Accesses are recorded in ``log`` (shared with the registers and the sync recorder, so the order is visible).
+    """
+
+    def __init__(self, backing: np.ndarray, log: list):
+        super().__init__(backing, name="strict DDR")
+        self._backing = self._bytes
+        self._bytes = self._bytes.view()
+        self._bytes.flags.writeable = False
+        self.log = log
+
+    def _load_words(self, byte_offset: int, count: int) -> np.ndarray:
+        if byte_offset % 8:
+            raise AssertionError(f"unaligned load at {byte_offset:#x}")
+        self.log.append(("load", byte_offset, 8 * count))
+        return self._backing[byte_offset:byte_offset + 8 * count].view(np.uint64).copy()
+
+    def _store_words(self, byte_offset: int, values: np.ndarray) -> None:
+        if byte_offset % 8 or values.dtype != np.uint64:
+            raise AssertionError(f"unaligned store at {byte_offset:#x} ({values.dtype})")
+        self.log.append(("store", byte_offset, 8 * values.size))
+        self._backing[byte_offset:byte_offset + 8 * values.size] = values.view(np.uint8)
+
+
+class RecordingSync:
+    """A DmaSync that records the ranges handed to the device and back to the CPU."""
+
+    def __init__(self, log: list):
+        self.log = log
+
+    def for_device(self, offset: int, size: int) -> None:
+        self.log.append(("sync_for_device", offset, size))
+
+    def for_cpu(self, offset: int, size: int) -> None:
+        self.log.append(("sync_for_cpu", offset, size))
 
 
 class ForwardedMemory(MmioRegion):
@@ -205,6 +254,88 @@ def test_driver_through_fpga_device_on_golden(interrupt: bool) -> None:
     assert (Reg.CTRL, CTRL_START | CTRL_IRQ_EN) in writes
 
 
+def test_memory_ordering_around_start_and_done() -> None:
+    """sync_for_device covers every byte stored and comes after the last store and before START; nothing of the
+    buffer is loaded after START that a sync_for_cpu after DONE did not cover first; only aligned words."""
+    image, count, ops = make_program(CONFIG, seed=5)
+    gold = GoldenDevice(CONFIG)
+    log: list[tuple[str, int, int]] = []
+    regs = ForwardedRegisters(gold, log)
+    with FpgaDevice(CONFIG, regs=regs, ddr=StrictMemory(gold.ddr, log), ddr_phys_base=gold.ddr_phys_base,
+                    dma_sync=RecordingSync(log), interrupt=SimulatedInterrupt(gold)) as dev:
+        driver = Driver(dev, timeout_s=10)
+        net = as_network(CONFIG, image, count)
+        driver.load(net)
+        driver.run_segment(net.segments[0])
+        got = read_output(dev, CONFIG)
+    np.testing.assert_array_equal(got, expected_output(CONFIG, ops))
+
+    start = next(i for i, (kind, off, val) in enumerate(log) if kind == "w" and off == Reg.CTRL and val & CTRL_START)
+    syncs = [i for i, e in enumerate(log[:start]) if e[0] == "sync_for_device"]
+    assert syncs and not [e for e in log[syncs[-1]:start] if e[0] == "store"]        # no store after the sync
+    stored = [e for e in log[:syncs[-1]] if e[0] == "store"]
+    _, lo, size = log[syncs[-1]]
+    assert stored and all(lo <= off and off + n <= lo + size for _, off, n in stored)  # it covers every store
+    done = next(i for i, (kind, off, val) in enumerate(log) if i > start and kind == "r" and off == Reg.STATUS
+                and val & STATUS_DONE)
+    loads = [i for i, e in enumerate(log) if i > start and e[0] == "load"]
+    assert loads and min(loads) > done
+    for i in loads:                                        # each load is covered by the sync just before it
+        kind, lo, size = log[i - 1]
+        load_lo, load_hi = log[i][1], log[i][1] + log[i][2]      # whole words around the bytes synced
+        assert kind == "sync_for_cpu" and load_lo == lo & ~7 and load_hi == (lo + size + 7) & ~7, log[i - 1:i + 1]
+
+
+def test_unaligned_copies_become_aligned_words() -> None:
+    log: list = []
+    backing = np.zeros(512, np.uint8)
+    ddr = StrictMemory(backing, log)
+    shadow = backing.copy()
+    rng = np.random.default_rng(9)
+    for offset, length in [(3, 1), (5, 13), (7, 64), (8, 8), (200, 56), (255, 2), (1, 0), (0, 512)]:
+        data = rng.integers(0, 256, length, dtype=np.uint8)
+        ddr.write(offset, data)
+        shadow[offset:offset + length] = data
+        np.testing.assert_array_equal(backing, shadow)
+        np.testing.assert_array_equal(ddr.read(offset, length), data)
+    assert all(off % 8 == 0 and n % 8 == 0 for kind, off, n in log if kind in ("load", "store"))
+    # The fake really refuses what it must refuse: an unaligned word, and a copy past the word primitives.
+    with pytest.raises(AssertionError, match="unaligned"):
+        ddr._store_words(3, np.zeros(1, np.uint64))
+    with pytest.raises(ValueError, match="read-only"):
+        ddr._bytes[3:5] = 1
+
+
+def test_udmabuf_sync_commands(tmp_path: Path) -> None:
+    info = tmp_path / "udmabuf0"
+    info.mkdir()
+    sync = UdmabufSync(info, 1 << 20)
+    sync.for_device(0x1000, 0x2345)
+    # offset 0x1000, size rounded to whole 64-byte lines (0x2380), DMA_TO_DEVICE (1 << 2), the sync bit: written
+    # out by hand from u-dma-buf's encoding (offset << 32 | size | direction << 2 | 1).
+    assert (info / "sync_for_device").read_text() == "0x0000100000002385"
+    sync.for_cpu(0x13, 4)                                  # one line around the bytes, DMA_FROM_DEVICE (2 << 2)
+    assert (info / "sync_for_cpu").read_text() == "0x0000000000000049"
+
+
+def test_udmabuf_sync_falls_back_to_the_attribute_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from dlproc.runtime import fpga
+
+    real = fpga._write_sysfs
+
+    def old_driver(path: Path, text: str) -> None:       # a u-dma-buf that only takes 0 or 1
+        if path.name.startswith("sync_for_") and int(text, 0) > 1:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(path, text)
+
+    monkeypatch.setattr(fpga, "_write_sysfs", old_driver)
+    UdmabufSync(tmp_path, 1 << 20).for_cpu(0x40, 0x40)
+    assert [(tmp_path / n).read_text() for n in ("sync_offset", "sync_size", "sync_direction", "sync_for_cpu")] == \
+        ["64", "64", "2", "1"]
+
+
 def test_wait_irq_times_out_while_busy() -> None:
     class Busy:
         def read_reg(self, offset: int) -> int:
@@ -257,20 +388,30 @@ def test_mmio_region_byte_copies(device_memory: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------------- device files
 def _fake_board(tmp_path: Path, *, udmabuf_class: str = "u-dma-buf", phys: int = 0x6000_0000,
-                size: int = 1 << 20) -> dict[str, Path]:
-    """A sysfs tree and regular files standing in for /dev/uio0, /dev/udmabuf0 and /dev/mem."""
+                size: int = 1 << 20, other_uio_first: bool = False) -> dict[str, Path]:
+    """A sysfs tree and regular files standing in for /dev/uioN, /dev/udmabuf0 and /dev/mem.
+
+    ``other_uio_first``: uio0 is another device (as on PetaLinux, e.g. the AXI performance monitor) and the
+    processor is uio1.
+    """
     sysfs = tmp_path / "sys"
     dev = tmp_path / "dev"
     dev.mkdir()
-    map0 = sysfs / "class" / "uio" / "uio0" / "maps" / "map0"
+    uio = "uio0"
+    if other_uio_first:
+        (sysfs / "class" / "uio" / "uio0").mkdir(parents=True)
+        (sysfs / "class" / "uio" / "uio0" / "name").write_text("axi-pmon\n")
+        (dev / "uio0").write_bytes(bytes(REGISTER_PAGE_BYTES))
+        uio = "uio1"
+    map0 = sysfs / "class" / "uio" / uio / "maps" / "map0"
     map0.mkdir(parents=True)
-    (sysfs / "class" / "uio" / "uio0" / "name").write_text("dlproc\n")
+    (sysfs / "class" / "uio" / uio / "name").write_text("dlproc\n")
     (map0 / "addr").write_text("0x00000000a0000000\n")
     (map0 / "size").write_text("0x0000000000001000\n")
     regs = bytearray(REGISTER_PAGE_BYTES)
     regs[Reg.MAGIC:Reg.MAGIC + 4] = MAGIC.to_bytes(4, "little")
     regs[Reg.STATUS:Reg.STATUS + 4] = STATUS_DONE.to_bytes(4, "little")
-    (dev / "uio0").write_bytes(bytes(regs))
+    (dev / uio).write_bytes(bytes(regs))
     info = sysfs / "class" / udmabuf_class / "udmabuf0"
     info.mkdir(parents=True)
     (info / "phys_addr").write_text(f"{phys:#x}\n")
@@ -294,16 +435,48 @@ def test_opens_uio_and_udmabuf(tmp_path: Path, udmabuf_class: str) -> None:
         assert dev.read_ddr(0x100, 3).tolist() == [1, 2, 3]
         assert dev.wait_irq(0.01) is True      # STATUS of the fake page shows DONE
         dev.write_reg(Reg.CTRL, CTRL_CLEAR)
-        assert "polling" in repr(dev)
+        assert not (fake["udmabuf_info"] / "sync_for_device").exists()
+        dev.write_reg(Reg.CTRL, CTRL_START)    # the bytes written at 0x100 are cleaned (the line 0x100..0x140)
+        assert (fake["udmabuf_info"] / "sync_for_device").read_text() == "0x0000010000000045"
+        assert dev.read_ddr(0x100, 3).tolist() == [1, 2, 3]
+        assert (fake["udmabuf_info"] / "sync_for_cpu").read_text() == "0x0000010000000049"
+        assert "polling" in repr(dev) and not dev.ddr.device_memory
     assert (fake["dev"] / "udmabuf0").read_bytes()[0x100:0x103] == b"\x01\x02\x03"  # it was a shared mapping
     assert (fake["udmabuf_info"] / "sync_mode").read_text().strip() == "2"
 
 
 def test_uio_by_name(tmp_path: Path) -> None:
     fake = _fake_board(tmp_path)
+    assert DEFAULT_UIO == "dlproc"                       # the overlay's node name (boards.zynqmp.UIO_NAME)
     assert find_uio("dlproc", sysfs=fake["sysfs"]) == Path("/dev/uio0")
     with pytest.raises(FpgaSetupError, match=r"no UIO device named 'other'.*uio0 \(dlproc\)"):
         find_uio("other", sysfs=fake["sysfs"])
+
+
+def test_default_uio_is_found_by_name_not_uio0(tmp_path: Path) -> None:
+    fake = _fake_board(tmp_path, other_uio_first=True)  # uio0 is another device, the processor is uio1
+    dev_uio1 = fake["dev"] / "uio1"
+    found = find_uio(DEFAULT_UIO, sysfs=fake["sysfs"])
+    assert found == Path("/dev/uio1")
+    # FpgaDevice resolves the default name the same way (dev paths of the fake tree stand in for /dev).
+    with FpgaDevice(CONFIG, uio=dev_uio1, dma_buffer=fake["dev"] / "udmabuf0", sysfs=fake["sysfs"],
+                    interrupt=False) as dev:
+        assert dev.uio_path == dev_uio1 and dev.read_reg(Reg.MAGIC) == MAGIC
+
+
+def test_sync_mode_that_cannot_be_set_maps_device_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlproc.runtime import fpga
+
+    def no_permission(path: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    fake = _fake_board(tmp_path)
+    monkeypatch.setattr(fpga, "_write_sysfs", no_permission)
+    with FpgaDevice(CONFIG, uio=fake["dev"] / "uio0", dma_buffer=fake["dev"] / "udmabuf0", sysfs=fake["sysfs"],
+                    interrupt=False, dma_sync=False) as dev:
+        assert dev.ddr.device_memory                    # sync_mode stayed 1: Device memory, aligned words only
+        dev.write_ddr(3, b"abc")
+        assert bytes(dev.read_ddr(3, 3)) == b"abc"
 
 
 def test_registers_through_dev_mem(tmp_path: Path) -> None:
