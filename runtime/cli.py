@@ -1,6 +1,7 @@
 """The ``dlproc`` command line: thin glue over the Python API.
 
-Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``generate``, ``estimate``, ``resources``, ``build``.
+Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``generate``, ``estimate``, ``resources``, ``build``,
+``board check``.
 Errors a user can act on (bad model, bad configuration, wrong shapes, processor errors) print one line and exit
 with status 2; no traceback.
 """
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         x = x[None]
     if tuple(x.shape[1:]) != shape:
         raise ValueError(f"input has shape {x.shape}; expected [N, {', '.join(map(str, shape))}]")
-    options = {}
+    options = _fpga_options(args)
     if args.trace:
         if args.target != "sim":
             raise ValueError("--trace records the RTL's waveform: use it with --target sim")
@@ -101,6 +102,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(profile_from_runs(net, runs))
     return 0
+
+
+def _fpga_options(args: argparse.Namespace) -> dict:
+    """The ``FpgaDevice`` options of ``--uio`` (only with ``--target fpga``)."""
+    if getattr(args, "uio", None) is None:
+        return {}
+    if args.target != "fpga":
+        raise ValueError("--uio names the board's UIO device: use it with --target fpga")
+    return {"uio": args.uio}
+
+
+def _add_uio(parser: argparse.ArgumentParser) -> None:
+    from dlproc.boards.zynqmp import UIO_NAME
+
+    parser.add_argument("--uio", metavar="NAME", help=f"target fpga: the processor's UIO device, by name (default "
+                        f"{UIO_NAME!r}, the name the overlay gives it) or path (/dev/uioN)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -148,10 +165,27 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_board_check(args: argparse.Namespace) -> int:
+    """``dlproc board check``: each step of the board bring-up, one PASS/FAIL line each; exit 1 unless all pass."""
+    from dlproc.boards.zynqmp import UIO_NAME
+    from dlproc.compiler.network import CompiledNetwork
+    from dlproc.runtime.board_check import BoardPaths, board_check
+
+    network = CompiledNetwork.load(args.bundle) if args.bundle else None
+    config = network.config if network is not None else _config(args.processor)
+    paths = BoardPaths.under(args.root) if args.root else BoardPaths()
+    checks = board_check(config, paths=paths, uio=args.uio or UIO_NAME, udmabuf=args.udmabuf,
+                         network=network, interrupt=not args.poll)
+    failed = [c for c in checks if not c.ok]
+    print(f"board check: {len(checks) - len(failed)} of {len(checks)} steps passed"
+          + ("" if not failed else f"; first problem: {failed[0].name}"))
+    return 0 if not failed else 1
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from dlproc.runtime.workflow import Workflow
 
-    wf = Workflow(args.network, processor=args.processor, target=args.target)
+    wf = Workflow(args.network, processor=args.processor, target=args.target, device_options=_fpga_options(args))
     if args.calibration:
         report = wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method,
                               percentile=args.percentile, per_channel=not args.per_tensor, scale_mode=args.scale_mode)
@@ -203,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
     s.add_argument("-o", "--output", help="write outputs to this .npz")
     s.add_argument("--trace", help="write an FST waveform of the RTL to this file (target sim)")
+    _add_uio(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("quantize", help="calibrate, report, validate and export the int8 quantization of a network")
@@ -220,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--validate", help="validation inputs, .npy float32: compare int8 with float")
     s.add_argument("--labels", help="class labels of the validation inputs, .npy [N] (top-1 accuracy)")
     s.add_argument("--target", default="ref", choices=("ref", "sim", "fpga"), help="where --validate runs int8")
+    _add_uio(s)
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("generate", help="write the processor's Verilog and RTLIL")
@@ -238,6 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--board", default="zcu102")
     s.add_argument("--model", action="store_true", help="use the analytical model instead of synthesis")
     s.set_defaults(func=cmd_resources)
+
+    from dlproc.boards.zynqmp import UDMABUF_NAME
+
+    s = sub.add_parser("board", help="on the board: check every step from the loaded bitstream to a network")
+    board = s.add_subparsers(dest="board_command", required=True, metavar="BOARD_COMMAND")
+    c = board.add_parser("check", help="kernel arguments, FPGA manager, UIO, interrupt, u-dma-buf, PL clock, "
+                         "registers, a one-instruction program and a tiny network against the golden model")
+    c.add_argument("--bundle", help="check against this compiled bundle and run it as the network")
+    c.add_argument("--processor", default="zcu102_int8",
+                   help="configuration of the bitstream (preset or the build's config.json) without --bundle")
+    _add_uio(c)
+    c.add_argument("--udmabuf", default=UDMABUF_NAME, help=f"u-dma-buf device name (default {UDMABUF_NAME})")
+    c.add_argument("--poll", action="store_true", help="poll STATUS instead of waiting for the interrupt")
+    c.add_argument("--root", help=argparse.SUPPRESS)   # a copied or fake /sys, /proc, /dev tree (tests)
+    c.set_defaults(func=cmd_board_check, target="fpga")
 
     s = sub.add_parser("build", help="write (and run, if Vivado is available) the bitstream build plan")
     s.add_argument("--board", default="zcu102")
