@@ -143,7 +143,7 @@ def check_uio(paths: BoardPaths, uio: str = UIO_NAME) -> Check:
 
     name = f"UIO device {uio!r}"
     try:
-        dev = find_uio(uio, sysfs=paths.sysfs) if "/" not in uio else Path(uio)
+        dev = find_uio(uio, sysfs=paths.sysfs, dev=paths.dev) if "/" not in uio else Path(uio)
     except FpgaSetupError as exc:
         return Check(name, False, str(exc))
     map0 = paths.sysfs / "class" / "uio" / dev.name / "maps" / "map0"

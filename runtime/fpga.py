@@ -376,8 +376,8 @@ class UdmabufSync:
 
 
 # ---------------------------------------------------------------------------------------------------- discovery
-def find_uio(name: str, *, sysfs: str | Path = "/sys") -> Path:
-    """The ``/dev/uioN`` whose UIO name (the device-tree node name) is ``name``.
+def find_uio(name: str, *, sysfs: str | Path = "/sys", dev: str | Path = "/dev") -> Path:
+    """The ``/dev/uioN`` whose UIO name (the device-tree node name) is ``name`` (``/sys/class/uio/uioN/name``).
 
     Raises
     ------
@@ -393,7 +393,7 @@ def find_uio(name: str, *, sysfs: str | Path = "/sys") -> Path:
             continue
         seen.append(f"{entry.name} ({uio_name})")
         if uio_name == name:
-            return Path("/dev") / entry.name
+            return Path(dev) / entry.name
     listing = ", ".join(seen) if seen else "none"
     raise FpgaSetupError(f"no UIO device named {name!r} in {root} (found: {listing}); load the device-tree overlay "
                          f"of docs/board.md after `{UIO_MODULE_COMMAND}` (or boot with "
