@@ -80,11 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         driver = Driver(device, timeout_s=args.timeout)
         driver.load(net)
-        outs, runs = [], []
+        outs, runs, host_seconds = [], [], []
         for frame in x:
             result, seg_runs, _ = driver.infer(frame)
             outs.append(result)
             runs.append(seg_runs)
+            host_seconds.append(dict(driver.host_seconds))
     finally:
         device.close()
     ys = {name: np.concatenate([o[name] for o in outs]) for name in net.outputs}
@@ -95,12 +96,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         np.savez(args.output, **ys)
         print(f"outputs written to {args.output}")
-    if args.profile:
+    if args.profile or args.json or args.csv or args.perfetto:
         if args.target == "ref":
             print("(the 'ref' target has no timing: use --target sim, or `dlproc estimate`)")
         else:
-            print(profile_from_runs(net, runs))
+            prof = profile_from_runs(net, runs, host_seconds=host_seconds, target=args.target)
+            if args.profile:
+                print(prof)
+            _export_profile(prof, args)
     return 0
+
+
+def _export_profile(prof, args: argparse.Namespace) -> None:
+    """Write the profile where ``--json``, ``--csv`` and ``--perfetto`` ask."""
+    for path, write, what in ((args.json, prof.to_json, "profile (JSON)"), (args.csv, prof.to_csv, "profile (CSV)"),
+                              (args.perfetto, prof.save_trace, "trace (open in ui.perfetto.dev)")):
+        if path:
+            write(path)
+            print(f"{what} written to {path}")
+
+
+def _add_profile_exports(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", metavar="FILE", help="write the profile as JSON (schema in docs/profile.md)")
+    s.add_argument("--csv", metavar="FILE", help="write the profile as CSV, one row per layer")
+    s.add_argument("--perfetto", metavar="FILE", help="write a Chrome/Perfetto trace of one frame (JSON)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -124,7 +143,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             rng = np.random.default_rng(0)
             wf.calibrate(rng.standard_normal((4, *shape)).astype(np.float32))
             print("(no --calibration given: quantized with random data; timing does not depend on values)")
-    print(wf.estimate_performance())
+    prof = wf.estimate_performance()
+    print(prof)
+    _export_profile(prof, args)
     return 0
 
 
@@ -203,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
     s.add_argument("-o", "--output", help="write outputs to this .npz")
     s.add_argument("--trace", help="write an FST waveform of the RTL to this file (target sim)")
+    _add_profile_exports(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("quantize", help="calibrate, report, validate and export the int8 quantization of a network")
@@ -231,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("network")
     s.add_argument("--processor", default="zcu102_int8")
     s.add_argument("--calibration")
+    _add_profile_exports(s)
     s.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("resources", help="estimate LUT/FF/DSP/BRAM of a processor configuration")

@@ -112,6 +112,10 @@ class Driver:
         self.timeout_s = timeout_s
         self.network: CompiledNetwork | None = None
         self._host_sessions: dict[int, Any] = {}
+        #: Wall-clock seconds of each host layer (by layer index) in the last :meth:`infer`.
+        self.host_seconds: dict[int, float] = {}
+        #: Float values the host computed in the last :meth:`infer` (host layers' outputs), by tensor name.
+        self.host_values: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ identity
     def identify(self) -> dict[str, int]:
@@ -209,10 +213,12 @@ class Driver:
         x = np.asarray(x, np.float32).reshape(shape)
         self._write_tensor(in_name, self._to_device(in_name, x))
         runs = []
+        self.host_seconds = {}
         for seg in net.segments:
             if seg.kind == "hw":
                 runs.append(self.run_segment(seg))
             else:
+                t0 = time.perf_counter()
                 feeds = {}
                 for name in seg.inputs:
                     feeds[name] = floats[name] if name in floats else self._from_device(name, self._read_tensor(name))
@@ -221,6 +227,8 @@ class Driver:
                     floats[name] = value
                     if name in net.views and (self._fp32 or net.tensors[name].get("scale")):  # hardware may read it
                         self._write_tensor(name, self._to_device(name, value.reshape(net.tensors[name]["shape"])))
+                self.host_seconds[seg.layer] = time.perf_counter() - t0
+        self.host_values = floats
         outputs = {}
         for name in net.outputs:
             value = floats[name] if name in floats else self._from_device(name, self._read_tensor(name))

@@ -267,6 +267,7 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
     """
     total = 0
     per_layer: dict[int, float] = {}
+    timeline = []
     for seg in net.segments:
         if seg.kind != "hw":
             continue
@@ -274,9 +275,11 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
         cycles, events = program_cycles(net.config, words, timing=timing, ddr=ddr)
         total += cycles
         add_layer_cycles(events, per_layer)
+        timeline.append({"kind": "hw", "cycles": cycles, "events": [list(e) for e in events]})
     layers = [LayerProfile(layer.name, layer.op, layer.target, int(per_layer.get(layer.index, 0)), layer.macs)
               for layer in net.layers]
     notes = [f"Estimated from the program with DDR read latency {(ddr or DdrTiming()).read_latency} cycles."]
     if any(layer.target == "host" for layer in net.layers):
-        notes.append("Layers on the host are not included in the processor latency.")
-    return Profile(net.config, layers, total, 0, "estimate", 1, notes)
+        notes.append("Layers on the host are not estimated and not included in the latency or Frames/s.")
+    return Profile(net.config, layers, total, 0, "estimate", 1, notes, target="estimate", network=net.name,
+                   timeline=timeline)

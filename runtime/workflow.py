@@ -233,7 +233,7 @@ class Workflow:
             self.deploy()
         assert self.compiled is not None and self._driver is not None
         outs: dict[str, list[np.ndarray]] = {name: [] for name in self.compiled.outputs}
-        runs = []
+        runs, host_seconds = [], []
         it = frames
         if progress:
             from tqdm import tqdm
@@ -242,12 +242,13 @@ class Workflow:
         for frame in it:
             result, seg_runs, _ = self._driver.infer(frame)
             runs.append(seg_runs)
+            host_seconds.append(dict(self._driver.host_seconds))
             for name in outs:
                 outs[name].append(result[name])
         arrays = [np.concatenate(v, axis=0) for v in outs.values()]
         y = arrays[0] if len(arrays) == 1 else arrays
         if profile:
-            return y, profile_from_runs(self.compiled, runs)
+            return y, profile_from_runs(self.compiled, runs, host_seconds=host_seconds, target=self.target)
         return y
 
     def run_int(self, frame: Any) -> dict[str, np.ndarray]:
