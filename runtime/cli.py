@@ -60,7 +60,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dlproc.compiler.network import CompiledNetwork
-    from dlproc.runtime.driver import Driver
+    from dlproc.runtime.driver import Driver, layer_outputs
     from dlproc.runtime.profile import profile_from_runs
     from dlproc.runtime.workflow import open_device
 
@@ -76,6 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.target != "sim":
             raise ValueError("--trace records the RTL's waveform: use it with --target sim")
         options["trace"] = args.trace
+    wanted = layer_outputs(net) if args.activations else {}
+    acts: list[dict[str, np.ndarray]] = []
     device = open_device(net.config, args.target, **options)
     try:
         driver = Driver(device, timeout_s=args.timeout)
@@ -86,8 +88,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             outs.append(result)
             runs.append(seg_runs)
             host_seconds.append(dict(driver.host_seconds))
+            if wanted:
+                acts.append(driver.read_activations(wanted))
     finally:
         device.close()
+    if args.activations:
+        _write_activations(args.activations, wanted, acts)
     ys = {name: np.concatenate([o[name] for o in outs]) for name in net.outputs}
     for name, y in ys.items():
         print(f"{name}: shape {y.shape}")
@@ -105,6 +111,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(prof)
             _export_profile(prof, args)
     return 0
+
+
+def _write_activations(directory: str, wanted: dict[str, str], acts: list[dict[str, np.ndarray]]) -> None:
+    """One ``.npy`` per layer (float32 ``[N, ...]``, ONNX layout) and ``index.json`` mapping files to layers."""
+    import json
+    import re
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    index, used = [], set()
+    for i, (key, tensor) in enumerate(wanted.items()):
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_.") or f"layer{i}"
+        if stem in used:
+            stem = f"{stem}_{i}"
+        used.add(stem)
+        value = np.concatenate([a[key] for a in acts], axis=0)
+        np.save(out / f"{stem}.npy", value)
+        index.append({"file": f"{stem}.npy", "layer": key, "tensor": tensor, "shape": list(value.shape)})
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    print(f"{len(index)} layer outputs written to {out} (index.json names the layer of each file)")
 
 
 def _export_profile(prof, args: argparse.Namespace) -> None:
@@ -224,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
     s.add_argument("-o", "--output", help="write outputs to this .npz")
     s.add_argument("--trace", help="write an FST waveform of the RTL to this file (target sim)")
+    s.add_argument("--activations", metavar="DIR", help="write every layer's output (float32, ONNX layout, "
+                   "dequantized) as one .npy per layer to DIR")
     _add_profile_exports(s)
     s.set_defaults(func=cmd_run)
 

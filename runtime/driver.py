@@ -35,7 +35,7 @@ from dlproc.processor.isa import (
 )
 
 __all__ = ["Device", "Driver", "ProcessorError", "ProcessorTimeout", "DeviceMismatch", "SegmentRun",
-           "quantize_input"]
+           "quantize_input", "layer_outputs"]
 
 
 class Device(Protocol):
@@ -93,6 +93,46 @@ class SegmentRun:
 def quantize_input(x: np.ndarray, scale: float) -> np.ndarray:
     """Float to int8 as the host does it: ``clip(round_half_even(x / scale), -128, 127)``."""
     return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int8)
+
+
+def layer_outputs(network: CompiledNetwork, layers: list[str] | str | None = None) -> dict[str, str]:
+    """Which tensor holds each requested layer's output.
+
+    Parameters
+    ----------
+    network : CompiledNetwork
+    layers : list of str, str, optional
+        Layer names (as in the compile report) or ONNX tensor names of layer outputs (a fused layer's output is the
+        ONNX tensor of its last fused node, e.g. the ReLU after a Conv); default every layer.
+
+    Returns
+    -------
+    dict of str to str
+        Layer name to output tensor name, in network order (a layer with several outputs is listed once per output
+        as ``"layer:tensor"``).
+    """
+    by_layer: dict[str, str] = {}
+    for layer in network.layers:
+        outs = list(layer.outputs)
+        if len(outs) == 1:
+            by_layer[layer.name] = outs[0]
+        else:
+            by_layer.update({f"{layer.name}:{t}": t for t in outs})
+    if layers is None:
+        return by_layer
+    by_tensor = {t: name for name, t in by_layer.items()}
+    chosen: dict[str, str] = {}
+    for req in [layers] if isinstance(layers, str) else list(layers):
+        if req in by_layer:
+            chosen[req] = by_layer[req]
+        elif req in by_tensor:
+            chosen[by_tensor[req]] = req
+        else:
+            known = ", ".join(list(by_layer)[:12]) + (", ..." if len(by_layer) > 12 else "")
+            raise ValueError(f"{req!r} is neither a layer of {network.name!r} nor the output tensor of one; "
+                             f"layers are: {known}")
+    order = list(by_layer)
+    return dict(sorted(chosen.items(), key=lambda kv: order.index(kv[0])))
 
 
 class Driver:
@@ -240,6 +280,33 @@ class Driver:
                 if name not in host_made:
                     ints[name] = self._read_tensor(name)
         return outputs, runs, ints
+
+    def read_activations(self, tensors: dict[str, str]) -> dict[str, np.ndarray]:
+        """Read layer outputs of the last :meth:`infer` from DDR as float32 in their ONNX shapes (batch axis 1).
+
+        Parameters
+        ----------
+        tensors : dict of str to str
+            Key to tensor name, as :func:`layer_outputs` returns.
+
+        Returns
+        -------
+        dict of str to ndarray
+            int8 tensors dequantized with their scale (``float32(q) * float32(scale)``), fp32 tensors as stored. A
+            host layer's output that the processor never reads (so it is not written to DDR) is the host's value.
+        """
+        net = self._net()
+        out = {}
+        for key, name in tensors.items():
+            in_ddr = name in net.views and (self._fp32 or net.tensors[name].get("scale"))
+            if in_ddr:
+                value = self._from_device(name, self._read_tensor(name))
+            elif name in self.host_values:
+                value = self.host_values[name]
+            else:
+                raise ValueError(f"tensor {name!r} of {key!r} is not in DDR and was not computed on the host")
+            out[key] = np.asarray(value, np.float32).reshape(net.tensors[name]["onnx_shape"])
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _net(self) -> CompiledNetwork:

@@ -251,6 +251,36 @@ class Workflow:
             return y, profile_from_runs(self.compiled, runs, host_seconds=host_seconds, target=self.target)
         return y
 
+    def activations(self, x: Any, layers: list[str] | str | None = None) -> dict[str, np.ndarray]:
+        """Run frames and read each requested layer's output from the processor's DDR.
+
+        Parameters
+        ----------
+        x : array_like
+            ``[N, *input_shape]`` float32 (or one frame).
+        layers : list of str or str, optional
+            Layer names (as in the compile report) or the ONNX tensor names of their outputs; default every layer.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Layer name to float32 ``[N, ...]`` in the tensor's ONNX shape, in network order. On the int8 processor
+            the values are the int8 tensors dequantized with their scale, so ``value / scale`` gives back the stored
+            integers exactly; they are identical on every target.
+        """
+        from dlproc.runtime.driver import layer_outputs
+
+        frames = self._frames(x, "input")
+        if self._driver is None or self._driver.network is not self.compiled:
+            self.deploy()
+        assert self.compiled is not None and self._driver is not None
+        wanted = layer_outputs(self.compiled, layers)
+        per_frame = []
+        for frame in frames:
+            self._driver.infer(frame)
+            per_frame.append(self._driver.read_activations(wanted))
+        return {key: np.concatenate([f[key] for f in per_frame], axis=0) for key in wanted}
+
     def run_int(self, frame: Any) -> dict[str, np.ndarray]:
         """Run one frame and return every int8 tensor the processor wrote (for bit-exactness checks)."""
         frames = self._frames(frame, "input")
