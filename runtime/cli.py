@@ -1,6 +1,7 @@
 """The ``dlproc`` command line: thin glue over the Python API.
 
-Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``generate``, ``estimate``, ``resources``, ``build``.
+Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``compare``, ``generate``, ``estimate``, ``resources``,
+``build``.
 Errors a user can act on (bad model, bad configuration, wrong shapes, processor errors) print one line and exit
 with status 2; no traceback.
 """
@@ -148,6 +149,29 @@ def _add_profile_exports(s: argparse.ArgumentParser) -> None:
     s.add_argument("--perfetto", metavar="FILE", help="write a Chrome/Perfetto trace of one frame (JSON)")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from dlproc.runtime.workflow import Workflow
+
+    wf = Workflow(args.network, processor=args.processor, target=args.target, timeout_s=args.timeout)
+    if wf.config.dtype == "int8":
+        if not args.calibration and not wf.imported_scales:
+            raise ValueError("the int8 processor needs calibration data: pass --calibration DATA.npy "
+                             "(float32 [N, *input shape])")
+        if args.calibration:
+            wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method)
+    try:
+        result = wf.compare(_load_array(args.input, "input"), args.layers or None)
+    finally:
+        wf.close()
+    print(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        print(f"comparison written to {args.json}")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from dlproc.processor.generate import generate
 
@@ -271,6 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="class labels of the validation inputs, .npy [N] (top-1 accuracy)")
     s.add_argument("--target", default="ref", choices=("ref", "sim", "fpga"), help="where --validate runs int8")
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("compare", help="per-layer error of the processor against the float network (where int8 "
+                       "loses accuracy)")
+    s.add_argument("network", help="ONNX model")
+    s.add_argument("--processor", default="zcu102_int8", help="preset name or JSON file (default zcu102_int8)")
+    s.add_argument("--calibration", help="calibration inputs, .npy float32 [N, *input shape]")
+    s.add_argument("--method", default="minmax", choices=("minmax", "percentile", "entropy"),
+                   help="activation range method (default minmax)")
+    s.add_argument("--input", required=True, help="inputs to compare on, .npy float32 [N, *input shape]")
+    s.add_argument("--target", default="ref", choices=("ref", "sim", "fpga"), help="where the processor runs")
+    s.add_argument("--layers", nargs="+", metavar="LAYER", help="only these layers (names or ONNX tensor names)")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
+    s.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("generate", help="write the processor's Verilog and RTLIL")
     s.add_argument("--processor", default="zcu102_int8")

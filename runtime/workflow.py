@@ -281,6 +281,39 @@ class Workflow:
             per_frame.append(self._driver.read_activations(wanted))
         return {key: np.concatenate([f[key] for f in per_frame], axis=0) for key in wanted}
 
+    def compare(self, x: Any, layers: list[str] | str | None = None):
+        """Each layer's output on the target against the float network on the same input.
+
+        Parameters
+        ----------
+        x : array_like
+            ``[N, *input_shape]`` float32 (or one frame).
+        layers : list of str or str, optional
+            Layer names or ONNX tensor names of their outputs; default every layer.
+
+        Returns
+        -------
+        Comparison
+            Per layer in network order: cosine similarity, SQNR (dB), max abs error and the share of float values
+            outside the tensor's int8 range; ``print`` it for the table with the worst layers marked, ``to_dict()``
+            for programs.
+
+        Notes
+        -----
+        The float values come from :func:`~dlproc.compiler.float_ref.run_float` on the original network (processor
+        layers in float64 with ONNX semantics, host layers in ``onnx.reference``); a fused layer is compared at the
+        ONNX tensor of its output (e.g. the ReLU after a Conv).
+        """
+        from dlproc.compiler.float_ref import run_float
+        from dlproc.runtime.compare import Comparison
+        from dlproc.runtime.driver import layer_outputs
+
+        frames = self._frames(x, "input")
+        got = self.activations(frames, layers)
+        assert self.compiled is not None
+        reference = run_float(self.float_graph, frames)
+        return Comparison.of(self.compiled, got, reference, layer_outputs(self.compiled, list(got)), self.target)
+
     def run_int(self, frame: Any) -> dict[str, np.ndarray]:
         """Run one frame and return every int8 tensor the processor wrote (for bit-exactness checks)."""
         frames = self._frames(frame, "input")
