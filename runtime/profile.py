@@ -153,7 +153,7 @@ class Profile:
                 ms, cyc = f"{layer.seconds(self.clock_mhz) * 1e3:.4f}", f"{layer.cycles:,}"
             else:
                 ms, cyc = (f"{layer.host_s * 1e3:.4f}" if layer.host_s is not None else "-"), "-"
-            lines.append(f"{layer.name[:30]:<30} {layer.op:<8} {where:<8} {cyc:>12} {ms:>13} "
+            lines.append(f"{layer.name[:30]:<30} {layer.op[:8]:<8} {where:<8} {cyc:>12} {ms:>13} "
                          f"{(f'{util:.1%}' if util else ''):>9}")
         lines.append("-" * len(hdr))
         host_s = self.host_s
