@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         np.savez(args.output, **ys)
         print(f"outputs written to {args.output}")
-    if args.profile or args.json or args.csv or args.perfetto:
+    if args.profile or args.json or args.csv or args.perfetto or args.roofline:
         if args.target == "ref":
             print("(the 'ref' target has no timing: use --target sim, or `dlproc estimate`)")
         else:
@@ -137,7 +137,8 @@ def _write_activations(directory: str, wanted: dict[str, str], acts: list[dict[s
 def _export_profile(prof, args: argparse.Namespace) -> None:
     """Write the profile where ``--json``, ``--csv`` and ``--perfetto`` ask."""
     for path, write, what in ((args.json, prof.to_json, "profile (JSON)"), (args.csv, prof.to_csv, "profile (CSV)"),
-                              (args.perfetto, prof.save_trace, "trace (open in ui.perfetto.dev)")):
+                              (args.perfetto, prof.save_trace, "trace (open in ui.perfetto.dev)"),
+                              (args.roofline, prof.plot_roofline, "roofline plot")):
         if path:
             write(path)
             print(f"{what} written to {path}")
@@ -147,6 +148,7 @@ def _add_profile_exports(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", metavar="FILE", help="write the profile as JSON (schema in docs/profile.md)")
     s.add_argument("--csv", metavar="FILE", help="write the profile as CSV, one row per layer")
     s.add_argument("--perfetto", metavar="FILE", help="write a Chrome/Perfetto trace of one frame (JSON)")
+    s.add_argument("--roofline", metavar="FILE", help="draw the layers on the processor's roofline (PNG)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

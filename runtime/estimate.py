@@ -19,7 +19,7 @@ from dlproc.processor.fc import FcUnit
 from dlproc.processor.isa import InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
-__all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles"]
+__all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles", "layer_ddr_bytes"]
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,38 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
     return t, events
 
 
+def layer_ddr_bytes(net: CompiledNetwork) -> dict[int, int]:
+    """Bytes each processor layer moves between DDR and the processor, from its program.
+
+    LOAD moves ``n2 x n1 x len0`` bytes, STORE ``n2 x n1`` runs of ``n0`` buffer entries, FC ``n_out`` weight rows of
+    ``n_in`` entries (``docs/isa.md``); instruction fetch is not counted.
+
+    Returns
+    -------
+    dict of int to int
+        Layer index to bytes read plus bytes written, for every processor layer.
+    """
+    c = net.config
+    isa = InstructionSet(c)
+    words = net.instructions()
+    out = {}
+    for layer in net.layers:
+        if layer.target != "hw":
+            continue
+        total = 0
+        for word in words[layer.instr_start:layer.instr_start + layer.instr_count]:
+            ins = isa.decode(word)
+            f = ins.fields
+            if ins.opcode == Opcode.LOAD:
+                total += f["n2"] * f["n1"] * f["len0"]
+            elif ins.opcode == Opcode.STORE:
+                total += f["n2"] * f["n1"] * f["n0"] * c.input_entry_bytes
+            elif ins.opcode == Opcode.FC:
+                total += f["n_out"] * f["n_in"] * c.input_entry_bytes
+        out[layer.index] = total
+    return out
+
+
 def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = None,
                          ddr: DdrTiming | None = None) -> Profile:
     """Estimate one frame's per-layer cycles, latency, frames/s and MAC utilization.
@@ -276,8 +308,9 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
         total += cycles
         add_layer_cycles(events, per_layer)
         timeline.append({"kind": "hw", "cycles": cycles, "events": [list(e) for e in events]})
-    layers = [LayerProfile(layer.name, layer.op, layer.target, int(per_layer.get(layer.index, 0)), layer.macs)
-              for layer in net.layers]
+    ddr_bytes = layer_ddr_bytes(net)
+    layers = [LayerProfile(layer.name, layer.op, layer.target, int(per_layer.get(layer.index, 0)), layer.macs,
+                           ddr_bytes=ddr_bytes.get(layer.index, 0)) for layer in net.layers]
     notes = [f"Estimated from the program with DDR read latency {(ddr or DdrTiming()).read_latency} cycles."]
     if any(layer.target == "host" for layer in net.layers):
         notes.append("Layers on the host are not estimated and not included in the latency or Frames/s.")

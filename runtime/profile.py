@@ -22,7 +22,8 @@ PROFILE_SCHEMA = "dlproc.profile/1"
 
 #: Columns of :meth:`Profile.to_csv`, in order (documented in ``docs/profile.md``).
 CSV_COLUMNS = ("index", "layer", "op", "runs_on", "cycles", "latency_ms", "host_ms", "macs", "mac_utilization",
-               "fps", "network", "source", "target", "frames", "clock_mhz", "processor", "dtype", "macs_per_cycle")
+               "ddr_bytes", "ddr_gbps", "intensity", "roof", "fps", "network", "source", "target", "frames",
+               "clock_mhz", "processor", "dtype", "macs_per_cycle")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class LayerProfile:
     host_s : float or None
         Host layers: wall-clock seconds per frame measured around the layer on the host (``None`` when not
         measured, as in the estimate).
+    ddr_bytes : int
+        Bytes the layer moves between DDR and the processor (its LOAD, STORE and FC instructions).
     """
 
     name: str
@@ -50,6 +53,7 @@ class LayerProfile:
     cycles: int
     macs: int = 0
     host_s: float | None = None
+    ddr_bytes: int = 0
 
     def seconds(self, clock_mhz: float) -> float:
         return self.cycles / (clock_mhz * 1e6)
@@ -57,6 +61,26 @@ class LayerProfile:
     def mac_utilization(self, config: ProcessorConfig) -> float:
         """Useful MACs / (cycles x MAC lanes) of this layer (0 without cycles or MACs)."""
         return self.macs / (self.cycles * config.macs_per_cycle) if self.cycles and self.macs else 0.0
+
+    def ddr_gbps(self, clock_mhz: float) -> float:
+        """Achieved DDR traffic in GB/s (bytes moved / layer time; 0 without cycles)."""
+        return self.ddr_bytes / self.seconds(clock_mhz) / 1e9 if self.cycles else 0.0
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity: MACs per byte moved between DDR and the processor (0 when it moves nothing)."""
+        return self.macs / self.ddr_bytes if self.ddr_bytes else 0.0
+
+    def roof(self, config: ProcessorConfig) -> str:
+        """The roof above the layer on the roofline at its arithmetic intensity: ``"compute"`` (at or right of the
+        ridge point ``macs_per_cycle / ddr_peak_bytes_per_cycle``) or ``"DDR"``; ``""`` for host layers.
+
+        This is where the layer *could* be limited given its MACs per byte, not a measurement of what it waited on
+        (that needs per-engine busy counters in the hardware)."""
+        if self.target != "hw":
+            return ""
+        ridge = config.macs_per_cycle / config.ddr_peak_bytes_per_cycle
+        return "compute" if self.ddr_bytes == 0 or self.intensity >= ridge else "DDR"
 
 
 @dataclass
@@ -143,7 +167,8 @@ class Profile:
 
     def __str__(self) -> str:
         c = self.config
-        hdr = f"{'layer':<30} {'type':<8} {'runs on':<8} {'cycles':>12} {'latency (ms)':>13} {'MAC util':>9}"
+        hdr = (f"{'layer':<30} {'type':<8} {'runs on':<8} {'cycles':>12} {'latency (ms)':>13} {'MAC util':>9} "
+               f"{'DDR GB/s':>9} {'roof':<7}")
         lines = [f"Profile ({self.source}) of the {c.dtype} processor [{c.hardware_hash}]"
                  + (f", average of {self.frames} frames" if self.frames > 1 else ""), hdr, "-" * len(hdr)]
         for layer in self.layers:
@@ -153,8 +178,9 @@ class Profile:
                 ms, cyc = f"{layer.seconds(self.clock_mhz) * 1e3:.4f}", f"{layer.cycles:,}"
             else:
                 ms, cyc = (f"{layer.host_s * 1e3:.4f}" if layer.host_s is not None else "-"), "-"
+            gbps = f"{layer.ddr_gbps(self.clock_mhz):.2f}" if layer.target == "hw" and layer.cycles else ""
             lines.append(f"{layer.name[:30]:<30} {layer.op[:8]:<8} {where:<8} {cyc:>12} {ms:>13} "
-                         f"{(f'{util:.1%}' if util else ''):>9}")
+                         f"{(f'{util:.1%}' if util else ''):>9} {gbps:>9} {layer.roof(c):<7}".rstrip())
         lines.append("-" * len(hdr))
         host_s = self.host_s
         if host_s:
@@ -174,6 +200,11 @@ class Profile:
                          f"MACs/frame: {self.total_macs:,}")
         lines.append(f"* The clock frequency of the processor is {self.clock_mhz:g} MHz "
                      f"({c.macs_per_cycle} MAC lanes, peak {c.peak_ops_per_s / 1e9:.1f} GOP/s).")
+        if any(layer.target == "hw" for layer in self.layers):
+            lines.append(f"* roof: the roofline's limit at the layer's MACs per DDR byte (ridge point "
+                         f"{c.macs_per_cycle / c.ddr_peak_bytes_per_cycle:g} MAC/byte, DDR peak "
+                         f"{c.ddr_peak_bytes_per_cycle * self.clock_mhz * 1e6 / 1e9:.1f} GB/s); a layer far below "
+                         "both roofs is limited by neither (lanes left idle, latency).")
         for note in self.notes:
             lines.append(f"* {note}")
         return "\n".join(lines)
@@ -192,12 +223,16 @@ class Profile:
                 "latency_ms": layer.seconds(self.clock_mhz) * 1e3 if hw else None,
                 "host_ms": layer.host_s * 1e3 if not hw and layer.host_s is not None else None,
                 "macs": layer.macs, "mac_utilization": layer.mac_utilization(c) if hw else None,
+                "ddr_bytes": layer.ddr_bytes if hw else None,
+                "ddr_gbps": layer.ddr_gbps(self.clock_mhz) if hw else None,
+                "intensity": layer.intensity if hw else None, "roof": layer.roof(c) or None,
             })
         host_s = self.host_s
         return {
             "schema": PROFILE_SCHEMA, "network": self.network, "source": self.source, "target": self.target,
             "frames": self.frames, "clock_mhz": self.clock_mhz, "processor": c.hardware_hash, "dtype": c.dtype,
-            "macs_per_cycle": c.macs_per_cycle, "peak_ops_per_s": c.peak_ops_per_s, "config": c.to_dict(),
+            "macs_per_cycle": c.macs_per_cycle, "peak_ops_per_s": c.peak_ops_per_s,
+            "ddr_peak_bytes_per_s": c.ddr_peak_bytes_per_cycle * self.clock_mhz * 1e6, "config": c.to_dict(),
             "total": {
                 "cycles": self.total_cycles, "latency_ms": self.latency_s * 1e3,
                 "host_ms": host_s * 1e3 if host_s is not None else None, "frame_ms": self.frame_s * 1e3,
@@ -233,6 +268,53 @@ class Profile:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+        return path
+
+    def roofline_points(self) -> list[tuple[str, float, float]]:
+        """``(layer, MACs per DDR byte, achieved GMAC/s)`` of the processor layers that do MACs and move data."""
+        return [(layer.name, layer.intensity, layer.macs / layer.seconds(self.clock_mhz) / 1e9)
+                for layer in self.layers
+                if layer.target == "hw" and layer.macs and layer.ddr_bytes and layer.cycles]
+
+    def plot_roofline(self, path: str | Path) -> Path:
+        """Draw each layer on the configuration's roofline as a PNG (needs matplotlib).
+
+        x: arithmetic intensity (MACs per byte moved between DDR and the processor, from the program), y: achieved
+        GMAC/s (MACs / the layer's time); the roofs are the MAC array's peak (``macs_per_cycle x clock``) and the DDR
+        port's peak (``ddr_peak_bytes_per_cycle x clock`` x intensity). Layers without MACs (pooling, add) are left
+        out: they have no place on a MAC roofline.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        c = self.config
+        peak = c.macs_per_cycle * self.clock_mhz * 1e6 / 1e9  # GMAC/s
+        bw = c.ddr_peak_bytes_per_cycle * self.clock_mhz * 1e6 / 1e9  # GB/s
+        points = self.roofline_points()
+        ridge = peak / bw
+        xs = [p[1] for p in points] + [ridge]
+        lo, hi = min(xs) / 4, max(xs) * 4
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        grid = [lo, ridge, hi]
+        ax.plot(grid, [min(peak, x * bw) for x in grid], color="black", lw=1.5,
+                label=f"roofs: {peak:,.1f} GMAC/s, DDR {bw:.1f} GB/s")
+        for i, (name, x, y) in enumerate(points):
+            ax.scatter([x], [y], s=30, zorder=3, color=f"C{i % 10}")
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (MACs per DDR byte)")
+        ax.set_ylabel("achieved GMAC/s")
+        ax.set_title(f"{self.network or 'network'} on [{c.hardware_hash}] at {self.clock_mhz:g} MHz ({self.source})",
+                     fontsize=9)
+        ax.grid(True, which="both", lw=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
         return path
 
     def trace_events(self) -> list[dict[str, Any]]:
@@ -317,8 +399,12 @@ def profile_from_runs(network: CompiledNetwork, runs_per_frame: list[list], sour
     for per_frame in host_seconds or []:
         for idx, sec in per_frame.items():
             host[idx] = host.get(idx, 0.0) + sec / frames
+    from dlproc.runtime.estimate import layer_ddr_bytes
+
+    ddr = layer_ddr_bytes(network)
     layers = [LayerProfile(layer.name, layer.op, layer.target, int(round(cycles.get(layer.index, 0) / frames)),
-                           layer.macs, host.get(layer.index) if layer.target == "host" else None)
+                           layer.macs, host.get(layer.index) if layer.target == "host" else None,
+                           ddr.get(layer.index, 0))
               for layer in network.layers]
     timeline: list[dict] = []
     if runs_per_frame:

@@ -66,6 +66,11 @@ def test_estimate_json_and_csv_hold_every_figure(tmp_path):
             if layer.macs:
                 assert row["mac_utilization"] == pytest.approx(
                     layer.macs / (want[layer.index] * net.config.macs_per_cycle))
+            seconds = want[layer.index] / (clock * 1e6)
+            assert row["ddr_gbps"] == pytest.approx(row["ddr_bytes"] / seconds / 1e9)
+            assert row["intensity"] == pytest.approx(layer.macs / row["ddr_bytes"])
+            ridge = net.config.macs_per_cycle / net.config.beat_bytes
+            assert row["roof"] == ("compute" if layer.macs / row["ddr_bytes"] >= ridge else "DDR")
         else:
             assert row["runs_on"] == "host" and row["cycles"] is None and row["host_ms"] is None
 
@@ -94,6 +99,12 @@ def test_trace_spans_match_the_rtl_event_log(tmp_path):
         dev.close()
     assert set(host) == {layer.index for layer in net.layers if layer.target == "host"}
     prof = profile_from_runs(net, [runs], host_seconds=[host], target="sim")
+    # the bytes each layer moves (from its program) add up to the RTL's DMA beat counters, less instruction fetch
+    hw_segments = [seg for seg in net.segments if seg.kind == "hw"]
+    for seg, run in zip(hw_segments, runs, strict=True):
+        layers = {lp.name for lp in net.layers if seg.start <= lp.instr_start < seg.start + seg.count}
+        moved = sum(lp.ddr_bytes for lp in prof.layers if lp.name in layers)
+        assert moved + seg.count * 32 == (run.rd_beats + run.wr_beats) * net.config.beat_bytes
     trace = json.loads(prof.save_trace(tmp_path / "t.json").read_text())
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     clock = net.config.clock_mhz
@@ -153,3 +164,20 @@ def test_cli_estimate_writes_json_csv_and_trace(tmp_path, capsys):
     assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("index,layer,op,runs_on,cycles")
     spans = [e for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if e["ph"] == "X"]
     assert sum(e["dur"] for e in spans) == pytest.approx(d["total"]["latency_ms"] * 1e3, rel=0.01)
+
+
+def test_roofline_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    _, net, _ = _compiled("classifier", "small_int8")
+    prof = estimate_performance(net)
+    path = prof.plot_roofline(tmp_path / "roof.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    points = prof.roofline_points()
+    clock = net.config.clock_mhz * 1e6
+    want = [(lp.name, lp.macs / lp.ddr_bytes, lp.macs / (lp.cycles / clock) / 1e9) for lp in prof.layers
+            if lp.target == "hw" and lp.macs]
+    assert [p[0] for p in points] == [w[0] for w in want] and len(points) >= 3
+    for p, w in zip(points, want, strict=True):
+        assert p[1] == pytest.approx(w[1]) and p[2] == pytest.approx(w[2])
+        # nothing is above the roofs
+        assert p[2] <= min(net.config.macs_per_cycle * clock, p[1] * net.config.beat_bytes * clock) / 1e9 * 1.0001
