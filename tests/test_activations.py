@@ -78,3 +78,46 @@ def test_cli_run_writes_one_npy_per_layer(tmp_path, capsys):
     assert [e["layer"] for e in index] == list(want)
     for entry in index:
         np.testing.assert_array_equal(np.load(tmp_path / "acts" / entry["file"]), want[entry["layer"]])
+
+
+def test_activations_on_the_board_driver_equal_ref():
+    """Target "fpga": the board's FpgaDevice, its registers and DDR buffer forwarded to a golden device (no board)."""
+    from test_fpga_driver import ForwardedRegisters
+
+    from dlproc.processor.config import ProcessorConfig
+    from dlproc.runtime.fpga import MmioRegion
+    from dlproc.sim.golden import GoldenDevice
+
+    gold = GoldenDevice(ProcessorConfig.preset("tiny_int8"))
+    options = {"regs": ForwardedRegisters(gold), "ddr": MmioRegion(gold.ddr, name="golden DDR"),
+               "ddr_phys_base": gold.ddr_phys_base, "interrupt": False}
+    ref, x = _workflow("residual", "ref")
+    model, _ = ALL_NETS["residual"]()
+    board = Workflow(model, processor="tiny_int8", target="fpga", device_options=options)
+    board.graph, board.compiled = ref.graph, ref.compiled
+    with board:
+        got = board.activations(x)
+    assert any(kind == "r" for kind, _, _ in options["regs"].log)  # it went through the register page
+    want = ref.activations(x)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_fp32_activations_follow_the_float_network():
+    """On the fp32 processor the layer outputs are stored as float32: they match the float evaluation closely, in the
+    same ONNX layout."""
+    from dlproc.compiler.float_ref import run_float
+
+    model, _ = ALL_NETS["concat"]()
+    wf = Workflow(model, processor="tiny_fp32", target="ref")
+    wf.compile()
+    x = np.random.default_rng(4).standard_normal((2, *wf.input_shape)).astype(np.float32)
+    acts = wf.activations(x)
+    ref = run_float(wf.float_graph, x)
+    for layer in wf.compiled.layers:
+        want = ref[layer.outputs[0]]
+        np.testing.assert_allclose(acts[layer.name], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(),
+                                   err_msg=layer.name)
+    rows = wf.compare(x).to_dict()["layers"]
+    assert all(row["clipped"] == 0 and row["sqnr_db"] > 60 for row in rows)
