@@ -292,17 +292,17 @@ class Driver:
         Returns
         -------
         dict of str to ndarray
-            int8 tensors dequantized with their scale (``float32(q) * float32(scale)``), fp32 tensors as stored. A
-            host layer's output that the processor never reads (so it is not written to DDR) is the host's value.
+            Processor layers: int8 tensors dequantized with their scale (``float32(q) * float32(scale)``), fp32
+            tensors as stored. Host layers: the float values the host computed (what :meth:`infer` returns for a
+            network output; a processor layer that consumes them reads them quantized).
         """
         net = self._net()
         out = {}
         for key, name in tensors.items():
-            in_ddr = name in net.views and (self._fp32 or net.tensors[name].get("scale"))
-            if in_ddr:
-                value = self._from_device(name, self._read_tensor(name))
-            elif name in self.host_values:
+            if name in self.host_values:
                 value = self.host_values[name]
+            elif name in net.views:
+                value = self._from_device(name, self._read_tensor(name))
             else:
                 raise ValueError(f"tensor {name!r} of {key!r} is not in DDR and was not computed on the host")
             out[key] = np.asarray(value, np.float32).reshape(net.tensors[name]["onnx_shape"])

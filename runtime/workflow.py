@@ -265,8 +265,9 @@ class Workflow:
         -------
         dict of str to ndarray
             Layer name to float32 ``[N, ...]`` in the tensor's ONNX shape, in network order. On the int8 processor
-            the values are the int8 tensors dequantized with their scale, so ``value / scale`` gives back the stored
-            integers exactly; they are identical on every target.
+            a processor layer's values are its int8 output dequantized with the tensor's scale, so ``value / scale``
+            gives back the stored integers exactly; a host layer's values are the floats the host computed. They
+            are identical on every target.
         """
         from dlproc.runtime.driver import layer_outputs
 
