@@ -152,8 +152,6 @@ def _add_profile_exports(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
     from dlproc.runtime.workflow import Workflow
 
     wf = Workflow(args.network, processor=args.processor, target=args.target, timeout_s=args.timeout)
@@ -169,7 +167,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         wf.close()
     print(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        result.to_json(args.json)
         print(f"comparison written to {args.json}")
     return 0
 

@@ -9,8 +9,10 @@ int8 hurts.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,11 +99,21 @@ class Comparison:
         return sorted(finite, key=lambda row: row.sqnr_db)[:n]
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"network", "target", "frames", "layers": [...], "worst": [names], "notes"}``; an SQNR of a layer equal
-        to float is ``inf`` (``Infinity`` in JSON written by Python)."""
+        """``{"network", "target", "frames", "layers": [...], "worst": [names], "notes"}``; the SQNR of a layer
+        equal to float is ``inf`` (:meth:`to_json` writes ``null``)."""
         return {"network": self.network, "target": self.target, "frames": self.frames,
                 "layers": [asdict(row) for row in self.layers], "worst": [row.name for row in self.worst()],
                 "notes": list(self.notes)}
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as strict JSON: an infinite SQNR (a layer equal to float) becomes ``null``."""
+        d = self.to_dict()
+        for row in d["layers"]:
+            if not math.isfinite(row["sqnr_db"]):
+                row["sqnr_db"] = None
+        path = Path(path)
+        path.write_text(json.dumps(d, indent=1, allow_nan=False) + "\n")
+        return path
 
     def __str__(self) -> str:
         worst = {row.name: i + 1 for i, row in enumerate(self.worst())}

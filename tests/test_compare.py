@@ -88,3 +88,15 @@ def test_cli_compare(tmp_path, capsys):
     assert main([*base, "--layers", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'nope' is neither a layer" in err
+
+
+def test_json_of_a_layer_equal_to_float_is_strict(tmp_path):
+    from dlproc.runtime.compare import Comparison, LayerComparison
+
+    rows = [LayerComparison("a", "conv", "hw", "t_a", 1.0, float("inf"), 0.0, 0.0, 0.1),
+            LayerComparison("b", "fc", "hw", "t_b", 0.9, 12.5, 0.3, 0.01, 0.2)]
+    result = Comparison("net", "ref", 1, rows, [])
+    assert result.worst() == [rows[1]]  # a layer equal to float is never among the worst
+    text = (result.to_json(tmp_path / "c.json")).read_text()
+    d = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert d["layers"][0]["sqnr_db"] is None and d["layers"][1]["sqnr_db"] == 12.5 and d["worst"] == ["b"]
