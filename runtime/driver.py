@@ -111,6 +111,9 @@ def layer_outputs(network: CompiledNetwork, layers: list[str] | str | None = Non
         Layer name to output tensor name, in network order (a layer with several outputs is listed once per output
         as ``"layer:tensor"``).
     """
+    if network.layers and not any(layer.outputs for layer in network.layers):
+        raise ValueError(f"bundle {network.name!r} does not name its layers' output tensors (compiled by an older "
+                         "dlproc): recompile it to read activations")
     by_layer: dict[str, str] = {}
     for layer in network.layers:
         outs = list(layer.outputs)
