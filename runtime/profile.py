@@ -22,8 +22,8 @@ PROFILE_SCHEMA = "dlproc.profile/1"
 
 #: Columns of :meth:`Profile.to_csv`, in order (documented in ``docs/profile.md``).
 CSV_COLUMNS = ("index", "layer", "op", "runs_on", "cycles", "latency_ms", "host_ms", "macs", "mac_utilization",
-               "ddr_bytes", "ddr_gbps", "intensity", "roof", "fps", "network", "source", "target", "frames",
-               "clock_mhz", "processor", "dtype", "macs_per_cycle")
+               "ddr_bytes", "ddr_gbps", "intensity", "roof", "compute_busy_cycles", "dma_busy_cycles", "fps",
+               "network", "source", "target", "frames", "clock_mhz", "processor", "dtype", "macs_per_cycle")
 
 
 @dataclass
@@ -45,6 +45,10 @@ class LayerProfile:
         measured, as in the estimate).
     ddr_bytes : int
         Bytes the layer moves between DDR and the processor (its LOAD, STORE and FC instructions).
+    compute_busy, dma_busy : int or None
+        Cycles the compute engine (GEMM, POST) and the DMA engine (LOAD, STORE, FC) were busy with the layer's
+        instructions; they overlap when the compiler pipelines tiles. Only the estimate has them (``None`` from the
+        hardware, which has no per-engine counters yet).
     """
 
     name: str
@@ -54,6 +58,8 @@ class LayerProfile:
     macs: int = 0
     host_s: float | None = None
     ddr_bytes: int = 0
+    compute_busy: int | None = None
+    dma_busy: int | None = None
 
     def seconds(self, clock_mhz: float) -> float:
         return self.cycles / (clock_mhz * 1e6)
@@ -167,8 +173,9 @@ class Profile:
 
     def __str__(self) -> str:
         c = self.config
+        busy = any(layer.compute_busy is not None for layer in self.layers)
         hdr = (f"{'layer':<30} {'type':<8} {'runs on':<8} {'cycles':>12} {'latency (ms)':>13} {'MAC util':>9} "
-               f"{'DDR GB/s':>9} {'roof':<7}")
+               f"{'DDR GB/s':>9} {'roof':<7}" + (f" {'busy: compute / DMA':>19}" if busy else ""))
         lines = [f"Profile ({self.source}) of the {c.dtype} processor [{c.hardware_hash}]"
                  + (f", average of {self.frames} frames" if self.frames > 1 else ""), hdr, "-" * len(hdr)]
         for layer in self.layers:
@@ -179,8 +186,13 @@ class Profile:
             else:
                 ms, cyc = (f"{layer.host_s * 1e3:.4f}" if layer.host_s is not None else "-"), "-"
             gbps = f"{layer.ddr_gbps(self.clock_mhz):.2f}" if layer.target == "hw" and layer.cycles else ""
-            lines.append(f"{layer.name[:30]:<30} {layer.op[:8]:<8} {where:<8} {cyc:>12} {ms:>13} "
-                         f"{(f'{util:.1%}' if util else ''):>9} {gbps:>9} {layer.roof(c):<7}".rstrip())
+            share = ""
+            if busy and layer.target == "hw" and layer.cycles and layer.compute_busy is not None:
+                share = f"{layer.compute_busy / layer.cycles:.0%} / {layer.dma_busy / layer.cycles:.0%}"
+            row = (f"{layer.name[:30]:<30} {layer.op[:8]:<8} {where:<8} {cyc:>12} {ms:>13} "
+                   f"{(f'{util:.1%}' if util else ''):>9} {gbps:>9} {layer.roof(c):<7}"
+                   + (f" {share:>19}" if busy else ""))
+            lines.append(row.rstrip())
         lines.append("-" * len(hdr))
         host_s = self.host_s
         if host_s:
@@ -205,6 +217,9 @@ class Profile:
                          f"{c.macs_per_cycle / c.ddr_peak_bytes_per_cycle:g} MAC/byte, DDR peak "
                          f"{c.ddr_peak_bytes_per_cycle * self.clock_mhz * 1e6 / 1e9:.1f} GB/s); a layer far below "
                          "both roofs is limited by neither (lanes left idle, latency).")
+        if busy:
+            lines.append("* busy: share of the layer's cycles the compute engine (GEMM, POST) and the DMA engine "
+                         "(LOAD, STORE, FC) were busy; they overlap when tiles are pipelined.")
         for note in self.notes:
             lines.append(f"* {note}")
         return "\n".join(lines)
@@ -226,6 +241,7 @@ class Profile:
                 "ddr_bytes": layer.ddr_bytes if hw else None,
                 "ddr_gbps": layer.ddr_gbps(self.clock_mhz) if hw else None,
                 "intensity": layer.intensity if hw else None, "roof": layer.roof(c) or None,
+                "compute_busy_cycles": layer.compute_busy, "dma_busy_cycles": layer.dma_busy,
             })
         host_s = self.host_s
         return {
@@ -319,7 +335,8 @@ class Profile:
 
     def trace_events(self) -> list[dict[str, Any]]:
         """The first frame as Chrome trace events (``ph: "X"`` spans in microseconds): one track for the processor's
-        layers (from its event log, or the estimate's replay of it), one for the host layers."""
+        layers (from its event log, or the estimate's replay of it), one for the host layers, and in the estimate
+        one per engine (DMA, compute) with the spans each was busy."""
         from dlproc.compiler.codegen import END_MARK
 
         us_per_cycle = 1.0 / self.clock_mhz
@@ -330,6 +347,10 @@ class Profile:
             {"ph": "M", "pid": pid, "tid": 1, "name": "thread_name", "args": {"name": "processor: layers"}},
             {"ph": "M", "pid": pid, "tid": 2, "name": "thread_name", "args": {"name": "host layers"}},
         ]
+        engine_tid = {"dma": 3, "compute": 4}
+        if any("engines" in entry for entry in self.timeline):
+            events += [{"ph": "M", "pid": pid, "tid": tid, "name": "thread_name",
+                        "args": {"name": f"{engine} engine ({self.source})"}} for engine, tid in engine_tid.items()]
         t0 = 0.0
         for entry in self.timeline:
             if entry["kind"] == "hw":
@@ -341,6 +362,11 @@ class Profile:
                     events.append({"ph": "X", "pid": pid, "tid": 1, "name": layer.name, "cat": layer.op,
                                    "ts": t0 + cyc * us_per_cycle, "dur": (ncyc - cyc) * us_per_cycle,
                                    "args": {"layer": lid, "cycles": ncyc - cyc, "macs": layer.macs}})
+                for engine, lid, start, end in entry.get("engines", []):
+                    name = self.layers[lid].name if 0 <= lid < len(self.layers) else "start"
+                    events.append({"ph": "X", "pid": pid, "tid": engine_tid[engine], "name": name, "cat": engine,
+                                   "ts": t0 + start * us_per_cycle, "dur": (end - start) * us_per_cycle,
+                                   "args": {"layer": lid, "cycles": end - start}})
                 t0 += entry["cycles"] * us_per_cycle
             else:
                 layer = self.layers[entry["layer"]]

@@ -163,7 +163,38 @@ def test_cli_estimate_writes_json_csv_and_trace(tmp_path, capsys):
     assert f"{d['total']['cycles']:,}" in out
     assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("index,layer,op,runs_on,cycles")
     spans = [e for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if e["ph"] == "X"]
-    assert sum(e["dur"] for e in spans) == pytest.approx(d["total"]["latency_ms"] * 1e3, rel=0.01)
+    layer_spans = [e for e in spans if e["tid"] == 1]
+    assert sum(e["dur"] for e in layer_spans) == pytest.approx(d["total"]["latency_ms"] * 1e3, rel=0.01)
+
+
+def test_estimate_engine_busy_cycles_and_tracks(tmp_path):
+    """The estimate's per-engine busy cycles respect physical bounds, and its engine tracks stay inside each layer's
+    MARK interval without overlapping themselves."""
+    _, net, _ = _compiled("classifier", "small_int8")
+    prof = estimate_performance(net)
+    c = net.config
+    for layer in prof.layers:
+        if layer.target != "hw":
+            continue
+        assert 0 <= layer.compute_busy <= layer.cycles and 0 <= layer.dma_busy <= layer.cycles
+        assert layer.dma_busy >= layer.ddr_bytes / c.beat_bytes  # at most one beat per cycle
+        if layer.op == "conv":
+            assert layer.compute_busy >= layer.macs / c.macs_per_cycle  # at most every MAC lane per cycle
+    events = json.loads(prof.save_trace(tmp_path / "t.json").read_text())["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and "tid" in e}
+    assert names[3].startswith("dma engine") and names[4].startswith("compute engine")
+    layer_span = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in events if e["ph"] == "X" and e["tid"] == 1}
+    for tid, key in ((3, "dma_busy"), (4, "compute_busy")):
+        spans = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events if e["ph"] == "X" and e["tid"] == tid)
+        for (_, end, _), (start, _, _) in zip(spans, spans[1:], strict=False):
+            assert start >= end - 1e-9  # one engine does one thing at a time
+        for start, end, name in spans:
+            lo, hi = layer_span[name]
+            assert lo - 1e-9 <= start and end <= hi + 1e-9, name
+        for layer in prof.layers:
+            if layer.target == "hw":
+                got = sum(e - s for s, e, n in spans if n == layer.name) * c.clock_mhz
+                assert got == pytest.approx(getattr(layer, key), abs=1e-6 * layer.cycles + 1e-6)
 
 
 def test_roofline_plot(tmp_path):
