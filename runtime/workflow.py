@@ -213,8 +213,10 @@ class Workflow:
         x : array_like
             ``[N, *input_shape]`` float32 (or one frame).
         profile : bool
-            Also return a :class:`~dlproc.runtime.profile.Profile` from the processor's cycle counters
-            (targets "sim" and "fpga"; the golden model has no timing: use :meth:`estimate_performance`).
+            Also return a :class:`~dlproc.runtime.profile.Profile` from the processor's cycle counters and the host
+            layers' measured time (targets "sim" and "fpga"; the golden model has no timing: use
+            :meth:`estimate_performance`). It prints as a table and writes JSON, CSV, a Perfetto trace and a
+            roofline plot (``docs/profile.md``).
         progress : bool
             Show a progress bar over the frames.
 
