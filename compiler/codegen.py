@@ -63,6 +63,7 @@ class LayerCode:
     note: str = ""
     input_shape: tuple = ()
     output_shape: tuple = ()
+    outputs: list[str] = field(default_factory=list)  # output tensor names (ONNX names), for reading activations
 
 
 @dataclass

@@ -312,6 +312,7 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
             segments.append(Segment("host", layer=idx, inputs=list(layer.inputs), outputs=list(layer.outputs)))
         rec.index = idx
         rec.input_shape, rec.output_shape = tuple(in_shape), tuple(out_shape)
+        rec.outputs = list(layer.outputs)
         layers.append(rec)
     if seg_start is not None:
         _close_segment(gen, segments, seg_start)

@@ -1,7 +1,7 @@
 """The ``dlproc`` command line: thin glue over the Python API.
 
-Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``generate``, ``estimate``, ``resources``, ``build``,
-``board check``.
+Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``compare``, ``generate``, ``estimate``, ``resources``,
+``build``, ``board check``.
 Errors a user can act on (bad model, bad configuration, wrong shapes, processor errors) print one line and exit
 with status 2; no traceback.
 """
@@ -61,7 +61,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dlproc.compiler.network import CompiledNetwork
-    from dlproc.runtime.driver import Driver
+    from dlproc.runtime.driver import Driver, layer_outputs
     from dlproc.runtime.profile import profile_from_runs
     from dlproc.runtime.workflow import open_device
 
@@ -77,17 +77,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.target != "sim":
             raise ValueError("--trace records the RTL's waveform: use it with --target sim")
         options["trace"] = args.trace
+    wanted = layer_outputs(net) if args.activations else {}
+    acts: list[dict[str, np.ndarray]] = []
     device = open_device(net.config, args.target, **options)
     try:
         driver = Driver(device, timeout_s=args.timeout)
         driver.load(net)
-        outs, runs = [], []
+        outs, runs, host_seconds = [], [], []
         for frame in x:
             result, seg_runs, _ = driver.infer(frame)
             outs.append(result)
             runs.append(seg_runs)
+            host_seconds.append(dict(driver.host_seconds))
+            if wanted:
+                acts.append(driver.read_activations(wanted))
     finally:
         device.close()
+    if args.activations:
+        _write_activations(args.activations, wanted, acts)
     ys = {name: np.concatenate([o[name] for o in outs]) for name in net.outputs}
     for name, y in ys.items():
         print(f"{name}: shape {y.shape}")
@@ -96,11 +103,72 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         np.savez(args.output, **ys)
         print(f"outputs written to {args.output}")
-    if args.profile:
+    if args.profile or args.json or args.csv or args.perfetto or args.roofline:
         if args.target == "ref":
             print("(the 'ref' target has no timing: use --target sim, or `dlproc estimate`)")
         else:
-            print(profile_from_runs(net, runs))
+            prof = profile_from_runs(net, runs, host_seconds=host_seconds, target=args.target)
+            if args.profile:
+                print(prof)
+            _export_profile(prof, args)
+    return 0
+
+
+def _write_activations(directory: str, wanted: dict[str, str], acts: list[dict[str, np.ndarray]]) -> None:
+    """One ``.npy`` per layer (float32 ``[N, ...]``, ONNX layout) and ``index.json`` mapping files to layers."""
+    import json
+    import re
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    index, used = [], set()
+    for i, (key, tensor) in enumerate(wanted.items()):
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_.") or f"layer{i}"
+        if stem in used:
+            stem = f"{stem}_{i}"
+        used.add(stem)
+        value = np.concatenate([a[key] for a in acts], axis=0)
+        np.save(out / f"{stem}.npy", value)
+        index.append({"file": f"{stem}.npy", "layer": key, "tensor": tensor, "shape": list(value.shape)})
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    print(f"{len(index)} layer outputs written to {out} (index.json names the layer of each file)")
+
+
+def _export_profile(prof, args: argparse.Namespace) -> None:
+    """Write the profile where ``--json``, ``--csv`` and ``--perfetto`` ask."""
+    for path, write, what in ((args.json, prof.to_json, "profile (JSON)"), (args.csv, prof.to_csv, "profile (CSV)"),
+                              (args.perfetto, prof.save_trace, "trace (open in ui.perfetto.dev)"),
+                              (args.roofline, prof.plot_roofline, "roofline plot")):
+        if path:
+            write(path)
+            print(f"{what} written to {path}")
+
+
+def _add_profile_exports(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", metavar="FILE", help="write the profile as JSON (schema in docs/profile.md)")
+    s.add_argument("--csv", metavar="FILE", help="write the profile as CSV, one row per layer")
+    s.add_argument("--perfetto", metavar="FILE", help="write a Chrome/Perfetto trace of one frame (JSON)")
+    s.add_argument("--roofline", metavar="FILE", help="draw the layers on the processor's roofline (PNG)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dlproc.runtime.workflow import Workflow
+
+    wf = Workflow(args.network, processor=args.processor, target=args.target, timeout_s=args.timeout)
+    if wf.config.dtype == "int8":
+        if not args.calibration and not wf.imported_scales:
+            raise ValueError("the int8 processor needs calibration data: pass --calibration DATA.npy "
+                             "(float32 [N, *input shape])")
+        if args.calibration:
+            wf.calibrate(_load_array(args.calibration, "calibration"), method=args.method)
+    try:
+        result = wf.compare(_load_array(args.input, "input"), args.layers or None)
+    finally:
+        wf.close()
+    print(result)
+    if args.json:
+        result.to_json(args.json)
+        print(f"comparison written to {args.json}")
     return 0
 
 
@@ -141,7 +209,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             rng = np.random.default_rng(0)
             wf.calibrate(rng.standard_normal((4, *shape)).astype(np.float32))
             print("(no --calibration given: quantized with random data; timing does not depend on values)")
-    print(wf.estimate_performance())
+    prof = wf.estimate_performance()
+    print(prof)
+    _export_profile(prof, args)
     return 0
 
 
@@ -238,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="write outputs to this .npz")
     s.add_argument("--trace", help="write an FST waveform of the RTL to this file (target sim)")
     _add_uio(s)
+    s.add_argument("--activations", metavar="DIR", help="write every layer's output (float32, ONNX layout, "
+                   "dequantized) as one .npy per layer to DIR")
+    _add_profile_exports(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("quantize", help="calibrate, report, validate and export the int8 quantization of a network")
@@ -258,6 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_uio(s)
     s.set_defaults(func=cmd_quantize)
 
+    s = sub.add_parser("compare", help="per-layer error of the processor against the float network (where int8 "
+                       "loses accuracy)")
+    s.add_argument("network", help="ONNX model")
+    s.add_argument("--processor", default="zcu102_int8", help="preset name or JSON file (default zcu102_int8)")
+    s.add_argument("--calibration", help="calibration inputs, .npy float32 [N, *input shape]")
+    s.add_argument("--method", default="minmax", choices=("minmax", "percentile", "entropy"),
+                   help="activation range method (default minmax)")
+    s.add_argument("--input", required=True, help="inputs to compare on, .npy float32 [N, *input shape]")
+    s.add_argument("--target", default="ref", choices=("ref", "sim", "fpga"), help="where the processor runs")
+    s.add_argument("--layers", nargs="+", metavar="LAYER", help="only these layers (names or ONNX tensor names)")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the processor per segment")
+    s.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    s.set_defaults(func=cmd_compare)
+
     s = sub.add_parser("generate", help="write the processor's Verilog and RTLIL")
     s.add_argument("--processor", default="zcu102_int8")
     s.add_argument("-o", "--output", required=True)
@@ -267,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("network")
     s.add_argument("--processor", default="zcu102_int8")
     s.add_argument("--calibration")
+    _add_profile_exports(s)
     s.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("resources", help="estimate LUT/FF/DSP/BRAM of a processor configuration")

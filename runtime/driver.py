@@ -35,7 +35,7 @@ from dlproc.processor.isa import (
 )
 
 __all__ = ["Device", "Driver", "ProcessorError", "ProcessorTimeout", "DeviceMismatch", "SegmentRun",
-           "quantize_input"]
+           "quantize_input", "layer_outputs"]
 
 
 class Device(Protocol):
@@ -95,6 +95,49 @@ def quantize_input(x: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int8)
 
 
+def layer_outputs(network: CompiledNetwork, layers: list[str] | str | None = None) -> dict[str, str]:
+    """Which tensor holds each requested layer's output.
+
+    Parameters
+    ----------
+    network : CompiledNetwork
+    layers : list of str, str, optional
+        Layer names (as in the compile report) or ONNX tensor names of layer outputs (a fused layer's output is the
+        ONNX tensor of its last fused node, e.g. the ReLU after a Conv); default every layer.
+
+    Returns
+    -------
+    dict of str to str
+        Layer name to output tensor name, in network order (a layer with several outputs is listed once per output
+        as ``"layer:tensor"``).
+    """
+    if network.layers and not any(layer.outputs for layer in network.layers):
+        raise ValueError(f"bundle {network.name!r} does not name its layers' output tensors (compiled by an older "
+                         "dlproc): recompile it to read activations")
+    by_layer: dict[str, str] = {}
+    for layer in network.layers:
+        outs = list(layer.outputs)
+        if len(outs) == 1:
+            by_layer[layer.name] = outs[0]
+        else:
+            by_layer.update({f"{layer.name}:{t}": t for t in outs})
+    if layers is None:
+        return by_layer
+    by_tensor = {t: name for name, t in by_layer.items()}
+    chosen: dict[str, str] = {}
+    for req in [layers] if isinstance(layers, str) else list(layers):
+        if req in by_layer:
+            chosen[req] = by_layer[req]
+        elif req in by_tensor:
+            chosen[by_tensor[req]] = req
+        else:
+            known = ", ".join(list(by_layer)[:12]) + (", ..." if len(by_layer) > 12 else "")
+            raise ValueError(f"{req!r} is neither a layer of {network.name!r} nor the output tensor of one; "
+                             f"layers are: {known}")
+    order = list(by_layer)
+    return dict(sorted(chosen.items(), key=lambda kv: order.index(kv[0])))
+
+
 class Driver:
     """Loads compiled networks onto a device and runs them.
 
@@ -112,6 +155,10 @@ class Driver:
         self.timeout_s = timeout_s
         self.network: CompiledNetwork | None = None
         self._host_sessions: dict[int, Any] = {}
+        #: Wall-clock seconds of each host layer (by layer index) in the last :meth:`infer`.
+        self.host_seconds: dict[int, float] = {}
+        #: Float values the host computed in the last :meth:`infer` (host layers' outputs), by tensor name.
+        self.host_values: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ identity
     def identify(self) -> dict[str, int]:
@@ -209,10 +256,13 @@ class Driver:
         x = np.asarray(x, np.float32).reshape(shape)
         self._write_tensor(in_name, self._to_device(in_name, x))
         runs = []
+        self.host_seconds = {}
         for seg in net.segments:
             if seg.kind == "hw":
                 runs.append(self.run_segment(seg))
             else:
+                self._host_session(seg.layer)  # built once per bundle: not part of the layer's time
+                t0 = time.perf_counter()
                 feeds = {}
                 for name in seg.inputs:
                     feeds[name] = floats[name] if name in floats else self._from_device(name, self._read_tensor(name))
@@ -221,6 +271,8 @@ class Driver:
                     floats[name] = value
                     if name in net.views and (self._fp32 or net.tensors[name].get("scale")):  # hardware may read it
                         self._write_tensor(name, self._to_device(name, value.reshape(net.tensors[name]["shape"])))
+                self.host_seconds[seg.layer] = time.perf_counter() - t0
+        self.host_values = floats
         outputs = {}
         for name in net.outputs:
             value = floats[name] if name in floats else self._from_device(name, self._read_tensor(name))
@@ -232,6 +284,33 @@ class Driver:
                 if name not in host_made:
                     ints[name] = self._read_tensor(name)
         return outputs, runs, ints
+
+    def read_activations(self, tensors: dict[str, str]) -> dict[str, np.ndarray]:
+        """Read layer outputs of the last :meth:`infer` from DDR as float32 in their ONNX shapes (batch axis 1).
+
+        Parameters
+        ----------
+        tensors : dict of str to str
+            Key to tensor name, as :func:`layer_outputs` returns.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Processor layers: int8 tensors dequantized with their scale (``float32(q) * float32(scale)``), fp32
+            tensors as stored. Host layers: the float values the host computed (what :meth:`infer` returns for a
+            network output; a processor layer that consumes them reads them quantized).
+        """
+        net = self._net()
+        out = {}
+        for key, name in tensors.items():
+            if name in self.host_values:
+                value = self.host_values[name]
+            elif name in net.views:
+                value = self._from_device(name, self._read_tensor(name))
+            else:
+                raise ValueError(f"tensor {name!r} of {key!r} is not in DDR and was not computed on the host")
+            out[key] = np.asarray(value, np.float32).reshape(net.tensors[name]["onnx_shape"])
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _net(self) -> CompiledNetwork:
@@ -271,13 +350,18 @@ class Driver:
                 return layer.name
         return ""
 
-    def _run_host(self, index: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _host_session(self, index: int) -> Any:
+        """The ``onnx.reference`` evaluator of host layer ``index`` (created on first use)."""
         from onnx.reference import ReferenceEvaluator
 
-        net = self._net()
         sess = self._host_sessions.get(index)
         if sess is None:
-            sess = self._host_sessions[index] = ReferenceEvaluator(net.host_models[index])
+            sess = self._host_sessions[index] = ReferenceEvaluator(self._net().host_models[index])
+        return sess
+
+    def _run_host(self, index: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        net = self._net()
+        sess = self._host_session(index)
         seg = next(s for s in net.segments if s.kind == "host" and s.layer == index)
         shaped = {k: v.reshape(net.tensors[k]["onnx_shape"]).astype(np.float32) for k, v in feeds.items()}
         values = sess.run(None, shaped)

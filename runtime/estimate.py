@@ -19,7 +19,7 @@ from dlproc.processor.fc import FcUnit
 from dlproc.processor.isa import InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
-__all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles"]
+__all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles", "layer_ddr_bytes"]
 
 
 @dataclass(frozen=True)
@@ -195,8 +195,14 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
 
 
 def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingModel | None = None,
-                   ddr: DdrTiming | None = None) -> tuple[int, list[tuple[int, int]]]:
+                   ddr: DdrTiming | None = None, spans: list | None = None) -> tuple[int, list[tuple[int, int]]]:
     """Replay a program (from START to END) through the timing model.
+
+    Parameters
+    ----------
+    spans : list, optional
+        Receives ``(engine, layer, start, end)`` for every instruction run on an engine (``"dma"`` or
+        ``"compute"``; ``layer`` from the last MARK, -1 before any).
 
     Returns
     -------
@@ -216,6 +222,7 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
     t = timing.start
     free = {"dma": 0, "compute": 0}
     events = []
+    layer_now = -1
     reads: list[tuple[int, int]] = []  # absolute (issue, data end) of the DMA read bursts so far
     for i, (op, cyc, layer, bursts) in enumerate(prog):
         if i % fb == 0:  # the fetch burst holding instruction i: issued when the FIFO has room for it
@@ -231,11 +238,15 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
         if op in (Opcode.LOAD, Opcode.STORE, Opcode.FC):
             t = max(t, free["dma"])
             free["dma"] = t + cyc
+            if spans is not None:
+                spans.append(("dma", layer_now, t, t + cyc))
             if bursts:
                 reads = [(t + iss, t + end) for iss, end in bursts]
         elif op in (Opcode.GEMM, Opcode.POST):
             t = max(t, free["compute"])
             free["compute"] = t + cyc
+            if spans is not None:
+                spans.append(("compute", layer_now, t, t + cyc))
         elif op in (Opcode.SYNC, Opcode.END):
             t = max(t, free["dma"], free["compute"])
             if op == Opcode.END:
@@ -243,8 +254,53 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
                 break
         elif op == Opcode.MARK:
             events.append((layer, t))
+            layer_now = layer
         dispatched[i] = t
     return t, events
+
+
+def _merge_spans(spans: list) -> list[list]:
+    """``[engine, layer, start, end]`` with back-to-back spans of one engine and layer joined (for the trace)."""
+    merged: dict[str, list[list]] = {"dma": [], "compute": []}
+    for engine, lid, start, end in spans:
+        runs = merged[engine]
+        if runs and runs[-1][1] == lid and runs[-1][3] == start:
+            runs[-1][3] = end
+        elif end > start:
+            runs.append([engine, lid, start, end])
+    return merged["dma"] + merged["compute"]
+
+
+def layer_ddr_bytes(net: CompiledNetwork) -> dict[int, int]:
+    """Bytes each processor layer moves between DDR and the processor, from its program.
+
+    LOAD moves ``n2 x n1 x len0`` bytes, STORE ``n2 x n1`` runs of ``n0`` buffer entries, FC ``n_out`` weight rows of
+    ``n_in`` entries (``docs/isa.md``); instruction fetch is not counted.
+
+    Returns
+    -------
+    dict of int to int
+        Layer index to bytes read plus bytes written, for every processor layer.
+    """
+    c = net.config
+    isa = InstructionSet(c)
+    words = net.instructions()
+    out = {}
+    for layer in net.layers:
+        if layer.target != "hw":
+            continue
+        total = 0
+        for word in words[layer.instr_start:layer.instr_start + layer.instr_count]:
+            ins = isa.decode(word)
+            f = ins.fields
+            if ins.opcode == Opcode.LOAD:
+                total += f["n2"] * f["n1"] * f["len0"]
+            elif ins.opcode == Opcode.STORE:
+                total += f["n2"] * f["n1"] * f["n0"] * c.input_entry_bytes
+            elif ins.opcode == Opcode.FC:
+                total += f["n_out"] * f["n_in"] * c.input_entry_bytes
+        out[layer.index] = total
+    return out
 
 
 def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = None,
@@ -267,16 +323,29 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
     """
     total = 0
     per_layer: dict[int, float] = {}
+    busy: dict[int, dict[str, int]] = {}
+    timeline = []
     for seg in net.segments:
         if seg.kind != "hw":
             continue
         words = net.instructions()[seg.start:seg.start + seg.count]
-        cycles, events = program_cycles(net.config, words, timing=timing, ddr=ddr)
+        spans: list = []
+        cycles, events = program_cycles(net.config, words, timing=timing, ddr=ddr, spans=spans)
         total += cycles
         add_layer_cycles(events, per_layer)
-    layers = [LayerProfile(layer.name, layer.op, layer.target, int(per_layer.get(layer.index, 0)), layer.macs)
+        for engine, lid, start, end in spans:
+            key = busy.setdefault(lid, {"dma": 0, "compute": 0})
+            key[engine] += end - start
+        timeline.append({"kind": "hw", "cycles": cycles, "events": [list(e) for e in events],
+                         "engines": _merge_spans(spans)})
+    ddr_bytes = layer_ddr_bytes(net)
+    layers = [LayerProfile(layer.name, layer.op, layer.target, int(per_layer.get(layer.index, 0)), layer.macs,
+                           ddr_bytes=ddr_bytes.get(layer.index, 0),
+                           compute_busy=busy.get(layer.index, {}).get("compute", 0) if layer.target == "hw" else None,
+                           dma_busy=busy.get(layer.index, {}).get("dma", 0) if layer.target == "hw" else None)
               for layer in net.layers]
     notes = [f"Estimated from the program with DDR read latency {(ddr or DdrTiming()).read_latency} cycles."]
     if any(layer.target == "host" for layer in net.layers):
-        notes.append("Layers on the host are not included in the processor latency.")
-    return Profile(net.config, layers, total, 0, "estimate", 1, notes)
+        notes.append("Layers on the host are not estimated and not included in the latency or Frames/s.")
+    return Profile(net.config, layers, total, 0, "estimate", 1, notes, target="estimate", network=net.name,
+                   timeline=timeline)

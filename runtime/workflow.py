@@ -221,8 +221,10 @@ class Workflow:
         x : array_like
             ``[N, *input_shape]`` float32 (or one frame).
         profile : bool
-            Also return a :class:`~dlproc.runtime.profile.Profile` from the processor's cycle counters
-            (targets "sim" and "fpga"; the golden model has no timing: use :meth:`estimate_performance`).
+            Also return a :class:`~dlproc.runtime.profile.Profile` from the processor's cycle counters and the host
+            layers' measured time (targets "sim" and "fpga"; the golden model has no timing: use
+            :meth:`estimate_performance`). It prints as a table and writes JSON, CSV, a Perfetto trace and a
+            roofline plot (``docs/profile.md``).
         progress : bool
             Show a progress bar over the frames.
 
@@ -241,7 +243,7 @@ class Workflow:
             self.deploy()
         assert self.compiled is not None and self._driver is not None
         outs: dict[str, list[np.ndarray]] = {name: [] for name in self.compiled.outputs}
-        runs = []
+        runs, host_seconds = [], []
         it = frames
         if progress:
             from tqdm import tqdm
@@ -250,13 +252,78 @@ class Workflow:
         for frame in it:
             result, seg_runs, _ = self._driver.infer(frame)
             runs.append(seg_runs)
+            host_seconds.append(dict(self._driver.host_seconds))
             for name in outs:
                 outs[name].append(result[name])
         arrays = [np.concatenate(v, axis=0) for v in outs.values()]
         y = arrays[0] if len(arrays) == 1 else arrays
         if profile:
-            return y, profile_from_runs(self.compiled, runs)
+            return y, profile_from_runs(self.compiled, runs, host_seconds=host_seconds, target=self.target)
         return y
+
+    def activations(self, x: Any, layers: list[str] | str | None = None) -> dict[str, np.ndarray]:
+        """Run frames and read each requested layer's output from the processor's DDR.
+
+        Parameters
+        ----------
+        x : array_like
+            ``[N, *input_shape]`` float32 (or one frame).
+        layers : list of str or str, optional
+            Layer names (as in the compile report) or the ONNX tensor names of their outputs; default every layer.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Layer name to float32 ``[N, ...]`` in the tensor's ONNX shape, in network order. On the int8 processor
+            a processor layer's values are its int8 output dequantized with the tensor's scale, so ``value / scale``
+            gives back the stored integers exactly; a host layer's values are the floats the host computed. They
+            are identical on every target.
+        """
+        from dlproc.runtime.driver import layer_outputs
+
+        frames = self._frames(x, "input")
+        if self._driver is None or self._driver.network is not self.compiled:
+            self.deploy()
+        assert self.compiled is not None and self._driver is not None
+        wanted = layer_outputs(self.compiled, layers)
+        per_frame = []
+        for frame in frames:
+            self._driver.infer(frame)
+            per_frame.append(self._driver.read_activations(wanted))
+        return {key: np.concatenate([f[key] for f in per_frame], axis=0) for key in wanted}
+
+    def compare(self, x: Any, layers: list[str] | str | None = None):
+        """Each layer's output on the target against the float network on the same input.
+
+        Parameters
+        ----------
+        x : array_like
+            ``[N, *input_shape]`` float32 (or one frame).
+        layers : list of str or str, optional
+            Layer names or ONNX tensor names of their outputs; default every layer.
+
+        Returns
+        -------
+        Comparison
+            Per layer in network order: cosine similarity, SQNR (dB), max abs error and the share of float values
+            outside the tensor's int8 range; ``print`` it for the table with the worst layers marked, ``to_dict()``
+            for programs.
+
+        Notes
+        -----
+        The float values come from :func:`~dlproc.compiler.float_ref.run_float` on the original network (processor
+        layers in float64 with ONNX semantics, host layers in ``onnx.reference``); a fused layer is compared at the
+        ONNX tensor of its output (e.g. the ReLU after a Conv).
+        """
+        from dlproc.compiler.float_ref import run_float
+        from dlproc.runtime.compare import Comparison
+        from dlproc.runtime.driver import layer_outputs
+
+        frames = self._frames(x, "input")
+        got = self.activations(frames, layers)
+        assert self.compiled is not None
+        reference = run_float(self.float_graph, frames)
+        return Comparison.of(self.compiled, got, reference, layer_outputs(self.compiled, list(got)), self.target)
 
     def run_int(self, frame: Any) -> dict[str, np.ndarray]:
         """Run one frame and return every int8 tensor the processor wrote (for bit-exactness checks)."""
