@@ -272,12 +272,12 @@ class Driver:
         return ""
 
     def _run_host(self, index: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from onnx.reference import ReferenceEvaluator
+        from dlproc.compiler.float_ref import float_evaluator
 
         net = self._net()
         sess = self._host_sessions.get(index)
         if sess is None:
-            sess = self._host_sessions[index] = ReferenceEvaluator(net.host_models[index])
+            sess = self._host_sessions[index] = float_evaluator(net.host_models[index])
         seg = next(s for s in net.segments if s.kind == "host" and s.layer == index)
         shaped = {k: v.reshape(net.tensors[k]["onnx_shape"]).astype(np.float32) for k, v in feeds.items()}
         values = sess.run(None, shaped)
