@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from int_reference import dequantize, run_int_reference
 from nets import ALL_NETS, NetBuilder
-from onnx.reference import ReferenceEvaluator
 
 from dlproc.compiler.calibrate import CalibrationStats, calibrate
 from dlproc.compiler.errors import ShapeError
-from dlproc.compiler.float_ref import run_float
+from dlproc.compiler.float_ref import float_evaluator, run_float
 from dlproc.compiler.frontend import load_onnx
 from dlproc.compiler.quantize import quantize
 from dlproc.compiler.report import QuantizationReport
@@ -253,7 +252,7 @@ def test_validate_against_independent_references():
         return float(np.max(y, axis=1).mean())
 
     result = wf.validate(x, labels, metric=mean_top_probability)
-    session = ReferenceEvaluator(model)
+    session = float_evaluator(model)
     floats = np.concatenate([session.run(None, {"input": f[None]})[0] for f in x])
     ints = wf.predict(x)
     assert result.float_accuracy == np.mean(floats.argmax(1) == labels)
