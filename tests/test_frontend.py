@@ -43,6 +43,9 @@ EXPECTED = {
     "mlp": [("fc", "relu"), ("fc", "leaky_relu"), ("add", "none"), ("fc", "clip"), ("concat", "none"),
             ("fc", "none")],
     "unnamed_globalmax": [("conv", "relu"), ("conv", "none"), ("maxpool", "none"), ("fc", "none")],
+    # the BatchNormalizations after the Add, the ReLU and the MaxPool become 1x1 depthwise convs
+    "bn_opset13": [("conv", "relu"), ("conv", "none"), ("add", "none"), ("conv", "relu"), ("conv", "none"),
+                   ("conv", "none"), ("maxpool", "none"), ("conv", "relu"), ("gap", "none"), ("fc", "none")],
 }
 
 

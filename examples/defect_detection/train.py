@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from dlproc.compiler.float_ref import float_evaluator
 from torch import nn
+
+from dlproc.compiler.float_ref import float_evaluator
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
