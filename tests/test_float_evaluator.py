@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from nets import ALL_NETS
+from nets import ALL_NETS, NetBuilder
 from onnx import TensorProto, helper, numpy_helper
 from zoo import zoo_model
 
@@ -132,3 +132,24 @@ def test_zoo_network_end_to_end():
     (want,) = _onnxruntime(probe, x, [logits])
     assert _relerr(got, want) < RTOL
 
+
+
+def test_host_layer_batchnorm_through_the_driver_and_run_float():
+    """A five-output (training-mode) BatchNormalization at opset 13 runs on the host: the driver (fp32 golden
+    model) and :func:`run_float` evaluate it through the float evaluator; both match onnxruntime within 1e-4."""
+    from dlproc.compiler.float_ref import run_float
+    from dlproc.runtime.workflow import Workflow
+
+    b = NetBuilder("host_bn", (1, 4, 8, 8), seed=16)
+    params = [b.rng.uniform(0.5, 1.5, 8), b.rng.normal(0, 0.1, 8), b.rng.normal(0, 0.2, 8), b.rng.uniform(0.5, 1.5, 8)]
+    x = b.node("BatchNormalization", [b.conv("input", 4, 8, 3)] + [b.const(p.astype(np.float32), "bn") for p in params],
+               n_out=5)
+    model = b.model([b.conv(b.relu(x), 8, 5, 3)], opset=13)
+    wf = Workflow(model, processor="tiny_fp32", target="ref")
+    net = wf.compile()
+    assert [layer.target for layer in net.layers] == ["hw", "host", "hw", "hw"]
+    frames = np.random.default_rng(4).standard_normal((2, 4, 8, 8)).astype(np.float32)
+    want = np.concatenate([_onnxruntime(model, {"input": f[None]})[0] for f in frames])
+    assert _relerr(wf.predict(frames), want) < RTOL
+    floats = np.concatenate([run_float(wf.float_graph, f[None])[wf.float_graph.outputs[0]] for f in frames])
+    assert _relerr(floats, want) < RTOL
