@@ -59,7 +59,8 @@ class BatchNormalization(OpRun):
             self._upstream = load_op("", "BatchNormalization", version)(onnx_node, run_params, schema)
         super().__init__(onnx_node, run_params, onnx.defs.get_schema("BatchNormalization", version))
 
-    def run(self, *args, **kwargs):  # noqa: D102 - OpRun.run
+    def run(self, *args, **kwargs):
+        """``OpRun.run``; outside :attr:`FIXED_OPSETS`, onnx's own implementation's."""
         if self._upstream is not None:
             return self._upstream.run(*args, **kwargs)
         return super().run(*args, **kwargs)

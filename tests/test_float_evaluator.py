@@ -1,8 +1,8 @@
 """The project's float evaluator (``compiler/float_ref.float_evaluator``) against onnxruntime and numpy.
 
 ``onnx.reference`` in the onnx release we install runs a one-output BatchNormalization of opsets 9-13 in training
-mode (onnx/onnx pull request 8442); the evaluator corrects it. BatchNormalization is checked alone at opsets 9, 13,
-14 and 15 (inference with one output; training with five outputs before opset 14) against onnxruntime and the
+mode (onnx/onnx pull request 8442); the evaluator corrects it. BatchNormalization is checked alone at opsets 7, 9,
+13, 14 and 15 (inference with one output; training with five outputs before opset 14) against onnxruntime and the
 numpy formula, then whole networks with BatchNormalization at opset 13: a hand-built residual network
 (tests/nets.py ``bn_opset13``) and one ONNX zoo architecture (tests/zoo.py), end to end against onnxruntime.
 """
@@ -62,7 +62,7 @@ def _bn_model(opset: int, outputs: int, params: list[np.ndarray], shape: tuple[i
     return model
 
 
-@pytest.mark.parametrize("opset", [9, 13, 14, 15])
+@pytest.mark.parametrize("opset", [7, 9, 13, 14, 15])
 def test_batchnorm_inference(opset, bn_data):
     """One output: ``scale * (x - mean) / sqrt(var + epsilon) + bias`` with the running statistics."""
     x, params = bn_data
@@ -77,7 +77,7 @@ def test_batchnorm_inference(opset, bn_data):
     assert _relerr(want, formula) < RTOL  # the two references agree with each other too
 
 
-@pytest.mark.parametrize("opset", [9, 13])
+@pytest.mark.parametrize("opset", [7, 9, 13])
 def test_batchnorm_training_outputs_before_opset_14(opset, bn_data):
     """Five outputs: the batch's statistics normalize; running statistics updated with momentum; saved mean and
     inverse standard deviation (onnxruntime's convention)."""
