@@ -1,20 +1,109 @@
-"""Floating-point execution of a layer graph: the yardstick for calibration and for the quantized results.
+"""Floating-point execution: the project's one float evaluator of ONNX models, and of a layer graph.
 
-Processor layers run in numpy (float64) with the ONNX semantics of the operators they came from; host layers run
-through ``onnx.reference`` on a model holding just their ONNX nodes (:func:`host_model`). Values are kept in their
-ONNX shapes with the batch axis ``N`` first (``[N, C, H, W]`` feature maps, ``[N, K]`` vectors), so every tensor can
-be compared with ``onnx.reference`` on the original model.
+:func:`float_evaluator` is the float yardstick of the whole project (host layers, ``Workflow.validate``, constant
+folding in the front end, the tests): ``onnx.reference.ReferenceEvaluator`` with the corrections in
+:data:`FLOAT_OPS`. Nothing else constructs a ``ReferenceEvaluator``.
+
+:func:`run_float` executes a layer graph: processor layers run in numpy (float64) with the ONNX semantics of the
+operators they came from; host layers run through :func:`float_evaluator` on a model holding just their ONNX nodes
+(:func:`host_model`). Values are kept in their ONNX shapes with the batch axis ``N`` first (``[N, C, H, W]`` feature
+maps, ``[N, K]`` vectors), so every tensor can be compared with :func:`float_evaluator` on the original model.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
+from onnx.reference.ops import load_op
 
 from .graph import Graph, Layer
 
-__all__ = ["run_float", "host_model", "HostRunner"]
+__all__ = ["FLOAT_OPS", "BatchNormalization", "float_evaluator", "run_float", "host_model", "HostRunner"]
+
+
+def _main_opset(opsets: dict[str, int]) -> int:
+    for domain in ("", "ai.onnx"):
+        if domain in opsets:
+            return int(opsets[domain])
+    raise KeyError(f"no ai.onnx opset among {sorted(opsets)}")
+
+
+class BatchNormalization(OpRun):
+    """BatchNormalization for ``onnx.reference`` with the opset 7-13 semantics of the ONNX specification.
+
+    From opset 7 (where ``is_test`` went away) to 13 the number of outputs selects the mode: one output is inference
+    with the running statistics; five outputs are training (the batch's statistics normalize, then
+    ``running_mean``, ``running_var``, ``saved_mean`` and ``saved_var`` follow in schema order, ``saved_var`` being
+    the inverse standard deviation as onnxruntime computes it). The onnx release we install decides by ``momentum is
+    None`` in ``BatchNormalization_9`` (opsets 9-13), but the schema fills momentum's default 0.9, so every
+    one-output node blends the running statistics with the current batch's; for opsets 7 and 8 it runs
+    ``BatchNormalization_6``, which fails without ``is_test``. Other opsets use onnx's own implementation unchanged.
+
+    Upstream fix: onnx/onnx pull request 8442 (https://github.com/onnx/onnx/pull/8442). Once an onnx release ships
+    it, delete this class and take it out of :data:`FLOAT_OPS`: nothing else refers to it.
+    """
+
+    op_domain = ""
+    #: Opsets whose onnx implementation (``BatchNormalization_6`` for 7-8, ``_9`` for 9-13) is replaced.
+    FIXED_OPSETS = range(7, 14)
+
+    def __init__(self, onnx_node: onnx.NodeProto, run_params: dict[str, Any], schema: Any = None):
+        version = _main_opset(run_params["opsets"])
+        self._upstream: OpRun | None = None
+        if version not in self.FIXED_OPSETS:
+            self._upstream = load_op("", "BatchNormalization", version)(onnx_node, run_params, schema)
+        super().__init__(onnx_node, run_params, onnx.defs.get_schema("BatchNormalization", version))
+
+    def run(self, *args, **kwargs):
+        """``OpRun.run``; outside :attr:`FIXED_OPSETS`, onnx's own implementation's."""
+        if self._upstream is not None:
+            return self._upstream.run(*args, **kwargs)
+        return super().run(*args, **kwargs)
+
+    def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, spatial=1):
+        # spatial (opsets 7 and 8): 1 = one statistic per channel, 0 = one per element of a sample
+        shape = (-1,) + (1,) * (x.ndim - 2) if spatial else x.shape[1:]
+        if not any(self.onnx_node.output[1:]):  # one output: inference with the running statistics
+            std = np.sqrt(var + epsilon)
+            y = scale.reshape(shape) * (x - mean.reshape(shape)) / std.reshape(shape) + bias.reshape(shape)
+            return (y.astype(x.dtype),)
+        axes = tuple(i for i in range(x.ndim) if i != 1) if spatial else (0,)
+        batch_mean, batch_var = x.mean(axis=axes).reshape(mean.shape), x.var(axis=axes).reshape(var.shape)
+        inv_std = 1 / np.sqrt(batch_var + epsilon)
+        y = scale.reshape(shape) * (x - batch_mean.reshape(shape)) * inv_std.reshape(shape) + bias.reshape(shape)
+        stats = (mean * momentum + batch_mean * (1 - momentum), var * momentum + batch_var * (1 - momentum),
+                 batch_mean, inv_std)
+        return tuple(v.astype(x.dtype) for v in (y, *stats))[:len(self.onnx_node.output)]
+
+
+#: Operator implementations that replace onnx.reference's (``new_ops`` of every evaluator :func:`float_evaluator`
+#: makes).
+FLOAT_OPS: tuple[type[OpRun], ...] = (BatchNormalization,)
+
+
+def float_evaluator(model: onnx.ModelProto | str | Path, **kwargs) -> ReferenceEvaluator:
+    """The project's float evaluator of an ONNX model: ``onnx.reference`` with the operators of :data:`FLOAT_OPS`.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto or str or Path
+        The model (or its file).
+    **kwargs
+        Further arguments of ``onnx.reference.ReferenceEvaluator`` (``verbose``, ``functions``, ...).
+
+    Returns
+    -------
+    onnx.reference.ReferenceEvaluator
+        Call ``run(None, feeds)`` for the outputs in graph order.
+    """
+    if isinstance(model, Path):
+        model = str(model)
+    return ReferenceEvaluator(model, new_ops=list(FLOAT_OPS), **kwargs)
 
 
 def host_model(graph: Graph, layer: Layer) -> onnx.ModelProto:
@@ -48,7 +137,7 @@ def host_model(graph: Graph, layer: Layer) -> onnx.ModelProto:
 
 
 class HostRunner:
-    """Executes host layers with ``onnx.reference``, one sample at a time (the model was compiled for batch 1).
+    """Executes host layers with :func:`float_evaluator`, one sample at a time (the model was compiled for batch 1).
 
     Parameters
     ----------
@@ -63,7 +152,7 @@ class HostRunner:
     def __call__(self, layer: Layer, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Run ``layer`` on float inputs ``[N, ...]``; returns its outputs ``[N, ...]`` as float arrays."""
         if layer.name not in self._evaluators:
-            self._evaluators[layer.name] = ReferenceEvaluator(host_model(self.graph, layer))
+            self._evaluators[layer.name] = float_evaluator(host_model(self.graph, layer))
         evaluator = self._evaluators[layer.name]
         names = list(dict.fromkeys(layer.inputs))
         feeds = dict(zip(layer.inputs, inputs, strict=True))
@@ -202,7 +291,7 @@ def run_float(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     -------
     dict of str to ndarray
         The value of every tensor (network input included) in its ONNX shape with batch ``N``; processor layers in
-        float64, host layers in the dtype ``onnx.reference`` returns.
+        float64, host layers in the dtype :func:`float_evaluator` returns.
     """
     info = graph.tensors[graph.inputs[0]]
     x = np.asarray(x)

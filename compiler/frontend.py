@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from .errors import ModelError, OpsetError, ShapeError, UnsupportedOperatorError
+from .float_ref import float_evaluator
 from .fusion import fuse as run_fusion
 from .graph import Activation, Graph, Layer, TensorInfo
 from .qdq import strip_qdq
@@ -600,13 +600,13 @@ def _static_shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], 
 
 
 def _evaluate(node: onnx.NodeProto, opset: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Run one node with onnx.reference (constant folding)."""
+    """Run one node with the float evaluator (constant folding)."""
     inputs = [onnx.helper.make_tensor_value_info(k, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
               for k, v in feeds.items()]
     outputs = [onnx.helper.make_empty_tensor_value_info(v) for v in node.output if v]
     graph = onnx.helper.make_graph([node], "fold", inputs, outputs)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-    return [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
+    return [np.asarray(v) for v in float_evaluator(model).run(None, feeds)]
 
 
 def _fold(node: onnx.NodeProto, opset: int, consts: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],

@@ -351,12 +351,12 @@ class Driver:
         return ""
 
     def _host_session(self, index: int) -> Any:
-        """The ``onnx.reference`` evaluator of host layer ``index`` (created on first use)."""
-        from onnx.reference import ReferenceEvaluator
+        """The float evaluator of host layer ``index`` (created on first use)."""
+        from dlproc.compiler.float_ref import float_evaluator
 
         sess = self._host_sessions.get(index)
         if sess is None:
-            sess = self._host_sessions[index] = ReferenceEvaluator(self._net().host_models[index])
+            sess = self._host_sessions[index] = float_evaluator(self._net().host_models[index])
         return sess
 
     def _run_host(self, index: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -336,8 +336,9 @@ class Workflow:
                  progress: bool = False):
         """Compare the quantized network on this workflow's target with the float network.
 
-        The float network is the original ONNX model evaluated by ``onnx.reference`` (for a QDQ model, that is its
-        own simulated quantization).
+        The float network is the original ONNX model evaluated by the project's float evaluator
+        (:func:`~dlproc.compiler.float_ref.float_evaluator`: ``onnx.reference`` with corrections; for a QDQ model, that
+        is its own simulated quantization).
 
         Parameters
         ----------
@@ -349,7 +350,7 @@ class Workflow:
             ``metric(outputs, labels) -> float`` with ``outputs`` as :meth:`predict` returns them; evaluated for both
             networks.
         batch_size : int
-            Frames per ``onnx.reference`` call when the model's batch axis is not fixed.
+            Frames per float evaluator call when the model's batch axis is not fixed.
         progress : bool
             Progress bar over the frames on the target.
 
@@ -375,9 +376,10 @@ class Workflow:
                                         target=self.target)
 
     def _float_outputs(self, frames: np.ndarray, batch_size: int) -> list[np.ndarray]:
-        """The original model's outputs under ``onnx.reference``, in ONNX output order."""
+        """The original model's outputs under :func:`~dlproc.compiler.float_ref.float_evaluator`, in output order."""
         import onnx
-        from onnx.reference import ReferenceEvaluator
+
+        from dlproc.compiler.float_ref import float_evaluator
 
         model = self.source if isinstance(self.source, onnx.ModelProto) else onnx.load(str(self.source))
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 19)
@@ -385,7 +387,7 @@ class Workflow:
             import onnx.version_converter  # onnx.reference implements QuantizeLinear/DequantizeLinear from opset 19
 
             model = onnx.version_converter.convert_version(model, 19)
-        session = ReferenceEvaluator(model)
+        session = float_evaluator(model)
         dims = model.graph.input[[vi.name for vi in model.graph.input].index(self.input_name)]
         batch_dim = dims.type.tensor_type.shape.dim[0]
         step = 1 if batch_dim.HasField("dim_value") and batch_dim.dim_value == 1 else max(1, batch_size)

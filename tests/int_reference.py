@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx.reference import ReferenceEvaluator
 
+from dlproc.compiler.float_ref import float_evaluator
 from dlproc.compiler.graph import Graph, Layer, Requant
 
 __all__ = ["run_int_reference", "dequantize"]
@@ -98,7 +98,7 @@ def _run_host(graph: Graph, layer: Layer, inputs: list[np.ndarray], cache: dict)
             [onnx.helper.make_empty_tensor_value_info(v) for v in layer.outputs],
             [onnx.numpy_helper.from_array(np.asarray(graph.initializers[v]), v) for v in consts])
         model = onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", graph.opset)])
-        cache[layer.name] = ReferenceEvaluator(model)
+        cache[layer.name] = float_evaluator(model)
     evaluator = cache[layer.name]
     feeds = dict(zip(layer.inputs, inputs, strict=True))
     results = []

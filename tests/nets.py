@@ -304,6 +304,19 @@ def unnamed_globalmax() -> Net:
     return b.model([x], opset=21), (1, 3, 15, 17)
 
 
+def bn_opset13() -> Net:
+    """Opset 13 (one-output BatchNormalization selects inference by its output count): a residual block with BN
+    folded into its convs, then BNs the fusion cannot fold -- after the Add, after a ReLU and after a MaxPool."""
+    b = NetBuilder("bn_opset13", (1, 8, 12, 12), seed=15)
+    y = b.relu(b.bn(b.conv("input", 8, 8, 3, bias=False), 8))
+    y = b.bn(b.conv(y, 8, 8, 3, bias=False), 8)
+    x = b.bn(b.node("Add", [y, "input"]), 8)
+    x = b.bn(b.relu(x), 8)
+    x = b.bn(b.maxpool(b.conv(x, 8, 13, 3), 2, 2), 13)
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [b.relu(x)])], axis=1)
+    return b.model([b.gemm(x, 13, 10)], opset=13), (1, 8, 12, 12)
+
+
 ALL_NETS: dict[str, Callable[[], Net]] = {f.__name__: f for f in (
     conv_kernels, conv_padding, grouped_depthwise, bn_fold, activations, pooling, residual, concat, classifier,
-    matmul_add, large_conv, host_ops, mlp, unnamed_globalmax)}
+    matmul_add, large_conv, host_ops, mlp, unnamed_globalmax, bn_opset13)}

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from nets import ALL_NETS
 from onnx import TensorProto, helper
-from onnx.reference import ReferenceEvaluator
 
+from dlproc.compiler.float_ref import float_evaluator
 from dlproc.runtime.cli import main
 
 
@@ -33,7 +33,7 @@ def test_compile_then_run_on_the_golden_model(classifier, capsys):
                  "-o", str(d / "y.npz")]) == 0
     y = np.load(d / "y.npz")
     x = np.load(d / "x.npy")
-    want = np.concatenate([ReferenceEvaluator(model).run(None, {model.graph.input[0].name: f[None]})[0] for f in x])
+    want = np.concatenate([float_evaluator(model).run(None, {model.graph.input[0].name: f[None]})[0] for f in x])
     got = y[model.graph.output[0].name]
     assert got.shape == want.shape
     cos = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))

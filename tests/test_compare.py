@@ -9,8 +9,8 @@ import onnx
 import pytest
 from nets import ALL_NETS
 from onnx import helper
-from onnx.reference import ReferenceEvaluator
 
+from dlproc.compiler.float_ref import float_evaluator
 from dlproc.runtime.cli import main
 from dlproc.runtime.workflow import Workflow
 
@@ -22,7 +22,7 @@ def _onnx_values(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> dic
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in have)
-    sess = ReferenceEvaluator(m)
+    sess = float_evaluator(m)
     per_frame = [sess.run(names, {m.graph.input[0].name: frame[None]}) for frame in x]
     return {n: np.concatenate([np.asarray(f[i]) for f in per_frame]) for i, n in enumerate(names)}
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx.reference import ReferenceEvaluator
+
+from dlproc.compiler.float_ref import float_evaluator
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "defect_detection"
 MODELS = EXAMPLE / "models"
@@ -152,7 +153,7 @@ def test_model_is_valid_onnx(name: str, metadata: dict) -> None:
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_model_classifies_held_out_batch(name: str, held_out: tuple) -> None:
     images, labels, meta = held_out
-    session = ReferenceEvaluator(str(MODELS / f"{name}.onnx"))
+    session = float_evaluator(str(MODELS / f"{name}.onnx"))
     (logits,) = session.run(None, {"image": images})
     assert logits.shape == (len(images), 2) and logits.dtype == np.float32
     assert np.isfinite(logits).all()

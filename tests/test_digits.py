@@ -1,10 +1,11 @@
 """Real data: a small CNN trained here on scikit-learn's handwritten digits keeps its accuracy in int8.
 
 The fixture trains ``conv 3x3 x 8 + ReLU + maxpool 2x2 + fc 10`` with a numpy trainer (manual backpropagation, Adam,
-seeded, a few seconds) on 8x8 digit images, exports it with ``onnx.helper`` and checks the trainer's own float forward
-pass against ``onnx.reference``. The int8 network then runs on the golden model ("ref") and on the RTL in Verilator
-("sim"); its top-1 accuracy on the held-out images must stay within one percentage point of float, and the RTL's
-outputs must equal the golden model's.
+seeded, a few seconds) on 8x8 digit images scaled to [-1, 1], exports it with ``onnx.helper`` at opset 13 (the
+scaling is a BatchNormalization that nothing can fold: it becomes a 1x1 depthwise conv) and checks the trainer's own
+float forward pass against the project's float evaluator and validate's float outputs, within 1e-4. The int8
+network then runs on the golden model ("ref") and on the RTL in Verilator ("sim"); its top-1 accuracy on the
+held-out images must stay within one percentage point of float, and the RTL's outputs must equal the golden model's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ TEST_IMAGES = 300  #: held out; the sim runs them all
 SIM_IMAGES = 300
 CALIBRATION_IMAGES = 200
 EPOCHS = 12
+#: Input scaling ``(x - 0.5) / sqrt(0.25 + eps)``: [0, 1] to about [-1, 1], a BatchNormalization in the model.
+BN_MEAN, BN_VAR, BN_EPS = 0.5, 0.25, 1e-5
+#: Relative error (of the largest logit) allowed between float evaluations: catches a 1% error.
+RTOL = 1e-4
 
 
 def _im2col(x: np.ndarray) -> np.ndarray:
@@ -33,7 +38,7 @@ def _im2col(x: np.ndarray) -> np.ndarray:
 
 
 def _forward(params: dict, x: np.ndarray) -> tuple[np.ndarray, dict]:
-    cols = _im2col(x)
+    cols = _im2col((x - BN_MEAN) / np.sqrt(BN_VAR + BN_EPS))
     z = np.einsum("ok,nkp->nop", params["w1"], cols) + params["b1"][None, :, None]  # [N, 8, 64]
     a = np.maximum(z, 0).reshape(-1, 8, 4, 2, 4, 2)
     pooled = a.max(axis=(3, 5))  # [N, 8, 4, 4]
@@ -75,11 +80,15 @@ def _train(x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def _to_onnx(params: dict) -> onnx.ModelProto:
-    inits = [numpy_helper.from_array(params["w1"].reshape(8, 1, 3, 3).astype(np.float32), "w1"),
+    bn = {name: numpy_helper.from_array(np.array([value], np.float32), name)
+          for name, value in (("bn_scale", 1.0), ("bn_bias", 0.0), ("bn_mean", BN_MEAN), ("bn_var", BN_VAR))}
+    inits = list(bn.values()) + [
+             numpy_helper.from_array(params["w1"].reshape(8, 1, 3, 3).astype(np.float32), "w1"),
              numpy_helper.from_array(params["b1"].astype(np.float32), "b1"),
              numpy_helper.from_array(params["w2"].astype(np.float32), "w2"),
              numpy_helper.from_array(params["b2"].astype(np.float32), "b2")]
-    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["conv"], name="conv", kernel_shape=[3, 3],
+    nodes = [helper.make_node("BatchNormalization", ["image", *bn], ["scaled"], name="scale", epsilon=BN_EPS),
+             helper.make_node("Conv", ["scaled", "w1", "b1"], ["conv"], name="conv", kernel_shape=[3, 3],
                               pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
              helper.make_node("MaxPool", ["relu"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
@@ -88,7 +97,7 @@ def _to_onnx(params: dict) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "digits_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
                                                                                    ["N", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -107,15 +116,22 @@ def digits():
     start = time.perf_counter()
     params = _train(x_train.astype(np.float64), y_train)
     print(f"trained in {time.perf_counter() - start:.1f} s")
-    own = (_forward(params, x_test.astype(np.float64))[0].argmax(axis=1) == y_test).mean()
-    return {"model": _to_onnx(params), "x_train": x_train, "x_test": x_test, "y_test": y_test, "own_accuracy": own}
+    own_logits = _forward(params, x_test.astype(np.float64))[0]
+    own = (own_logits.argmax(axis=1) == y_test).mean()
+    return {"model": _to_onnx(params), "x_train": x_train, "x_test": x_test, "y_test": y_test, "own_accuracy": own,
+            "own_logits": own_logits}
+
+
+def _relerr(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
 
 
 def test_trained_network_is_a_real_classifier(digits):
     """The exported model computes what the trainer computed, and it has learnt the task."""
-    from onnx.reference import ReferenceEvaluator
+    from dlproc.compiler.float_ref import float_evaluator
 
-    logits = ReferenceEvaluator(digits["model"]).run(None, {"image": digits["x_test"]})[0]
+    logits = float_evaluator(digits["model"]).run(None, {"image": digits["x_test"]})[0]
+    assert _relerr(logits, digits["own_logits"]) < RTOL
     onnx_accuracy = (logits.argmax(axis=1) == digits["y_test"]).mean()
     assert onnx_accuracy == pytest.approx(digits["own_accuracy"], abs=1 / TEST_IMAGES)
     assert onnx_accuracy > 0.9
@@ -127,6 +143,7 @@ def test_int8_accuracy_on_the_golden_model(digits, method):
     wf.calibrate(digits["x_train"][:CALIBRATION_IMAGES], method=method)
     result = wf.validate(digits["x_test"], digits["y_test"])
     print(result)
+    assert _relerr(result.float_outputs["logits"], digits["own_logits"]) < RTOL
     assert result.float_accuracy == pytest.approx(digits["own_accuracy"], abs=1 / TEST_IMAGES)
     assert abs(result.int8_accuracy - result.float_accuracy) <= 0.01
     assert result.agreement >= 0.98

@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 from nets import ALL_NETS
-from onnx.reference import ReferenceEvaluator
 
 from dlproc.compiler.codegen import END_MARK
+from dlproc.compiler.float_ref import float_evaluator
 from dlproc.processor.config import ProcessorConfig
 from dlproc.runtime.driver import Driver
 from dlproc.runtime.workflow import Workflow
@@ -71,7 +71,7 @@ def test_golden_model_matches_float64_reference(netname, cfgname):
     x = rng.standard_normal((2, *wf.input_shape)).astype(np.float32)
     got = wf.predict(x)
     got = got if isinstance(got, list) else [got]
-    reference = ReferenceEvaluator(float64_model(model))
+    reference = float_evaluator(float64_model(model))
     for i, frame in enumerate(x):
         want = reference.run(None, {"input": frame[None].astype(np.float64)})
         for name, g, w in zip(net.outputs, got, want, strict=True):

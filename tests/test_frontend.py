@@ -10,10 +10,9 @@ import onnx
 import pytest
 from nets import ALL_NETS, NetBuilder
 from onnx import TensorProto, helper
-from onnx.reference import ReferenceEvaluator
 
 from dlproc.compiler.errors import CompileError, ModelError, OpsetError, ShapeError, UnsupportedOperatorError
-from dlproc.compiler.float_ref import run_float
+from dlproc.compiler.float_ref import float_evaluator, run_float
 from dlproc.compiler.frontend import FRONTEND_OPS, SUPPORTED_OPS, load_onnx
 from dlproc.compiler.fusion import fuse
 from dlproc.compiler.graph import HW_OPS, Graph
@@ -44,6 +43,9 @@ EXPECTED = {
     "mlp": [("fc", "relu"), ("fc", "leaky_relu"), ("add", "none"), ("fc", "clip"), ("concat", "none"),
             ("fc", "none")],
     "unnamed_globalmax": [("conv", "relu"), ("conv", "none"), ("maxpool", "none"), ("fc", "none")],
+    # the BatchNormalizations after the Add, the ReLU and the MaxPool become 1x1 depthwise convs
+    "bn_opset13": [("conv", "relu"), ("conv", "none"), ("add", "none"), ("conv", "relu"), ("conv", "none"),
+                   ("conv", "none"), ("maxpool", "none"), ("conv", "relu"), ("gap", "none"), ("fc", "none")],
 }
 
 
@@ -55,7 +57,7 @@ def net(request):
 
 def _reference(model: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
     """onnx.reference on the original model, one sample at a time, for any tensor names."""
-    ev = ReferenceEvaluator(model)
+    ev = float_evaluator(model)
     runs = [ev.run(names, {"input": x[i:i + 1].astype(np.float32)}) for i in range(x.shape[0])]
     return {name: np.concatenate([r[j] for r in runs]) for j, name in enumerate(names)}
 

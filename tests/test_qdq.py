@@ -17,9 +17,9 @@ import pytest
 from int_reference import run_int_reference
 from nets import ALL_NETS, NetBuilder
 from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from dlproc.compiler.errors import CompileError
+from dlproc.compiler.float_ref import float_evaluator
 from dlproc.compiler.frontend import load_onnx
 from dlproc.compiler.qdq import export_qdq
 from dlproc.compiler.quantize import quantize, scale_groups
@@ -36,7 +36,7 @@ def _calibrated(model: onnx.ModelProto, seed: int, **options) -> Workflow:
 
 
 def _check_export_matches_processor(wf: Workflow, frames: np.ndarray) -> None:
-    session = ReferenceEvaluator(wf.export_qdq())
+    session = float_evaluator(wf.export_qdq())
     compared = 0
     for frame in frames:
         ints = wf.run_int(frame)
@@ -86,7 +86,7 @@ def test_export_structure():
     weights = [i for i in exported.graph.initializer if i.name.endswith("weight_q") or "weight_q_t" in i.name]
     assert weights and all(i.data_type == TensorProto.INT8 for i in weights)
     batch = np.random.default_rng(2).standard_normal((3, *wf.input_shape)).astype(np.float32)
-    out = ReferenceEvaluator(exported).run(None, {wf.input_name: batch})[0]  # symbolic batch: three at once
+    out = float_evaluator(exported).run(None, {wf.input_name: batch})[0]  # symbolic batch: three at once
     np.testing.assert_array_equal(out, wf.predict(batch))
 
 
@@ -105,7 +105,7 @@ def test_export_wraps_the_int32_accumulator():
     ref = run_int_reference(q, x)[y]
     model = export_qdq(q)
     assert "Mod" in [n.op_type for n in model.graph.node]
-    session = ReferenceEvaluator(model)
+    session = float_evaluator(model)
     got = np.concatenate([session.run(None, {"input": x[i:i + 1]}, intermediate=True)[f"{y}_q"] for i in range(4)])
     np.testing.assert_array_equal(got, ref)
     assert np.any(ref[:, 0] < 0) and np.any(ref[:, 1] > 0)  # the wrap did happen
@@ -130,7 +130,7 @@ def test_export_sums_beyond_float32_in_float64():
     weight_cast = next(n for n in model.graph.node if n.output[0] == matmul.input[1])
     input_cast = next(n for n in model.graph.node if n.op_type == "Cast" and n.input[0] == "input_q")
     assert weight_cast.attribute[0].i == input_cast.attribute[0].i == TensorProto.DOUBLE
-    session = ReferenceEvaluator(model)
+    session = float_evaluator(model)
     got = np.concatenate([session.run(None, {"input": x[i:i + 1]}, intermediate=True)[f"{y}_q"] for i in range(3)])
     np.testing.assert_array_equal(got, ref)
     assert ref[0, 0] == (3000 * 127 * 127 * (1 << 14) + (1 << 34)) >> 35  # the full sum reached the output
@@ -307,7 +307,7 @@ def test_pytorch_style_qdq_model(tmp_path):
     assert wf.graph.tensors["logits"].scale == pytest.approx(expected["acts"]["y"])
     assert wf.graph.tensors[conv.output].scale == pytest.approx(expected["acts"]["relu"])  # ReLU fused into conv
     x = np.random.default_rng(10).uniform(-2, 2, (6, 3, 8, 8)).astype(np.float32)
-    want = np.concatenate([ReferenceEvaluator(model).run(None, {"input": f[None]})[0] for f in x])
+    want = np.concatenate([float_evaluator(model).run(None, {"input": f[None]})[0] for f in x])
     got = wf.predict(x)
     # one requantization fewer (conv + ReLU fused) and fixed-point multipliers: a few output steps at most
     assert np.abs(got - want).max() <= 3 * expected["acts"]["y"]

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from int_reference import dequantize, run_int_reference
 from nets import ALL_NETS, NetBuilder
-from onnx.reference import ReferenceEvaluator
 
 from dlproc.compiler.calibrate import CalibrationStats, calibrate
 from dlproc.compiler.errors import ShapeError
-from dlproc.compiler.float_ref import run_float
+from dlproc.compiler.float_ref import float_evaluator, run_float
 from dlproc.compiler.frontend import load_onnx
 from dlproc.compiler.quantize import quantize
 from dlproc.compiler.report import QuantizationReport
@@ -241,8 +240,12 @@ def test_calibration_progress_bar(capfd):
 # ---------------------------------------------------------------------------------------------- validate
 
 
-def test_validate_against_independent_references():
-    model, shape = ALL_NETS["classifier"]()
+@pytest.mark.parametrize("netname", ["classifier", "bn_opset13"])
+def test_validate_against_independent_references(netname):
+    """validate's figures against numpy on the float evaluator's and the target's outputs; its float outputs against
+    onnxruntime within 1e-4 (bn_opset13: unfolded BatchNormalizations at opset 13)."""
+    ort = pytest.importorskip("onnxruntime")
+    model, shape = ALL_NETS[netname]()
     rng = np.random.default_rng(4)
     wf = Workflow(model, processor="tiny_int8")
     wf.calibrate(rng.standard_normal((16, *shape[1:])).astype(np.float32))
@@ -253,8 +256,13 @@ def test_validate_against_independent_references():
         return float(np.max(y, axis=1).mean())
 
     result = wf.validate(x, labels, metric=mean_top_probability)
-    session = ReferenceEvaluator(model)
+    session = float_evaluator(model)
     floats = np.concatenate([session.run(None, {"input": f[None]})[0] for f in x])
+    onnxruntime = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    independent = np.concatenate([onnxruntime.run(None, {"input": f[None]})[0] for f in x])
+    reported = result.float_outputs[wf.float_graph.outputs[0]]
+    assert np.abs(reported - independent).max() <= 1e-4 * np.abs(independent).max()
+    np.testing.assert_array_equal(reported, floats)
     ints = wf.predict(x)
     assert result.float_accuracy == np.mean(floats.argmax(1) == labels)
     assert result.int8_accuracy == np.mean(ints.argmax(1) == labels)
