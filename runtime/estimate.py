@@ -16,7 +16,7 @@ from dlproc.compiler.network import CompiledNetwork
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.engine import ComputeEngine
 from dlproc.processor.fc import FcUnit
-from dlproc.processor.isa import InstructionSet, Opcode
+from dlproc.processor.isa import Engine, InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
 __all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles"]
@@ -155,41 +155,40 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
     for word in words:
         ins = isa.decode(word)
         op = ins.opcode
-        f = ins.fields
         reads: list = []
         if op == Opcode.LOAD:
-            addrs = [f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"]
-                     for i2 in range(f["n2"]) for i1 in range(f["n1"])]
-            cyc = timing.dma_setup + _chunked_stream(addrs, f["len0"], beat, ddr.read_latency, timing.outstanding,
+            addrs = [ins.ddr_addr + i2 * ins.ddr_stride2 + i1 * ins.ddr_stride1
+                     for i2 in range(ins.n2) for i1 in range(ins.n1)]
+            cyc = timing.dma_setup + _chunked_stream(addrs, ins.len0, beat, ddr.read_latency, timing.outstanding,
                                                      rate, timing.completion, None, reads)
         elif op == Opcode.STORE:
-            row_bytes = f["n0"] * c.input_entry_bytes
-            addrs = [f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"]
-                     for i2 in range(f["n2"]) for i1 in range(f["n1"])]
+            row_bytes = ins.n0 * c.input_entry_bytes
+            addrs = [ins.ddr_addr + i2 * ins.ddr_stride2 + i1 * ins.ddr_stride1
+                     for i2 in range(ins.n2) for i1 in range(ins.n1)]
             # write data follows its address by a cycle: one extra beat time per burst; the response comes
             # write_latency after the last beat
             cyc = timing.dma_setup + _chunked_stream(addrs, row_bytes + beat, beat, ddr.write_latency,
                                                      timing.outstanding, rate, timing.completion, None, [])
         elif op == Opcode.FC:
-            row_bytes = f["n_in"] * c.input_entry_bytes
+            row_bytes = ins.n_in * c.input_entry_bytes
             # the fc module's own cycle count (one source: processor/fc.py): rows, then its fixed pipeline
-            compute = FcUnit.cycles_for(c, f["n_out"], f["n_in"])
-            fixed = FcUnit.cycles_for(c, 0, f["n_in"])
-            per_row = (compute - fixed) / f["n_out"] + timing.fc_row
-            addrs = [f["ddr_addr"] + o * f["row_stride"] for o in range(f["n_out"])]
+            compute = FcUnit.cycles_for(c, ins.n_out, ins.n_in)
+            fixed = FcUnit.cycles_for(c, 0, ins.n_in)
+            per_row = (compute - fixed) / ins.n_out + timing.fc_row
+            addrs = [ins.ddr_addr + o * ins.row_stride for o in range(ins.n_out)]
             cyc = timing.dma_setup + fixed + _chunked_stream(addrs, row_bytes, beat, ddr.read_latency,
                                                              timing.outstanding, rate, timing.completion, per_row,
                                                              reads)
         elif op == Opcode.GEMM:
-            spatial = f["s0"] * f["s1"]
-            cyc = engine.cycles(f["r0"] * f["r1"] * f["r2"] * spatial, writes_outputs=bool(f["finalize"]),
+            spatial = ins.s0 * ins.s1
+            cyc = engine.cycles(ins.r0 * ins.r1 * ins.r2 * spatial, writes_outputs=bool(ins.finalize),
                                 spatial=spatial)
         elif op == Opcode.POST:
-            cyc = engine.cycles(f["n"], writes_outputs=True)
+            cyc = engine.cycles(ins.n, writes_outputs=True)
         else:
             cyc = 0
         keep = reads[-2 * timing.outstanding:]  # only the last bursts can still hold up an instruction fetch
-        out.append((op, cyc, f.get("layer", -1) if op == Opcode.MARK else -1,
+        out.append((op, cyc, ins.layer if op == Opcode.MARK else -1,
                     [(timing.dma_setup + i, timing.dma_setup + d) for i, d in keep]))
     return out
 
@@ -214,7 +213,7 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
     avail = [0] * len(prog)
     fetch_channel = timing.start
     t = timing.start
-    free = {"dma": 0, "compute": 0}
+    free = {Engine.DMA: 0, Engine.COMPUTE: 0}
     events = []
     reads: list[tuple[int, int]] = []  # absolute (issue, data end) of the DMA read bursts so far
     for i, (op, cyc, layer, bursts) in enumerate(prog):
@@ -228,16 +227,16 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
                 avail[j] = start + (j - i + 1) * beats_per_instr
             fetch_channel = avail[min(i + fb, len(prog)) - 1]
         t = max(t + timing.dispatch, avail[i])
-        if op in (Opcode.LOAD, Opcode.STORE, Opcode.FC):
-            t = max(t, free["dma"])
-            free["dma"] = t + cyc
+        if op.engine is Engine.DMA:
+            t = max(t, free[Engine.DMA])
+            free[Engine.DMA] = t + cyc
             if bursts:
                 reads = [(t + iss, t + end) for iss, end in bursts]
-        elif op in (Opcode.GEMM, Opcode.POST):
-            t = max(t, free["compute"])
-            free["compute"] = t + cyc
+        elif op.engine is Engine.COMPUTE:
+            t = max(t, free[Engine.COMPUTE])
+            free[Engine.COMPUTE] = t + cyc
         elif op in (Opcode.SYNC, Opcode.END):
-            t = max(t, free["dma"], free["compute"])
+            t = max(t, free[Engine.DMA], free[Engine.COMPUTE])
             if op == Opcode.END:
                 dispatched[i] = t
                 break

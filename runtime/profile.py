@@ -120,7 +120,7 @@ def add_layer_cycles(events: list[tuple[int, int]], into: dict[int, float]) -> N
 
     The MARK recorded before END (``END_MARK``) only closes the last layer.
     """
-    from dlproc.compiler.codegen import END_MARK
+    from dlproc.processor.isa import END_MARK
 
     for (lid, cyc), (_next, ncyc) in zip(events, events[1:], strict=False):
         if lid != END_MARK:

@@ -35,6 +35,7 @@ from dlproc.processor.isa import (
     STATUS_DONE,
     STATUS_ERROR,
     Buffer,
+    Engine,
     ErrorCode,
     GemmMode,
     Instruction,
@@ -45,13 +46,8 @@ from dlproc.processor.isa import (
 )
 
 __all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "postprocess_int8", "postprocess_fp32",
-           "ENGINE_OF", "f32_add", "f32_mul", "f32_max", "f32_sanitize", "f32_tree_sum", "f32_clamp", "f32_order_key",
+           "f32_add", "f32_mul", "f32_max", "f32_sanitize", "f32_tree_sum", "f32_clamp", "f32_order_key",
            "CANONICAL_NAN", "FC_PARTIAL_SUMS"]
-
-#: Which engine executes each opcode (the dispatcher issues in order; each engine runs one instruction at a time).
-ENGINE_OF = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.FC: "dma", Opcode.GEMM: "compute",
-             Opcode.POST: "compute"}
-
 
 class HazardError(RuntimeError):
     """The program lets the DMA and compute engines touch the same buffer range without a SYNC between them."""
@@ -321,7 +317,7 @@ class GoldenModel:
         size = len(ddr) if ddr_size is None else ddr_size
         base = instr_addr & ~(INSTRUCTION_BYTES - 1)
         result = RunResult()
-        window: dict[str, list[tuple[str, int, int, bool]]] = {"dma": [], "compute": []}
+        window: dict[Engine, list[tuple[str, int, int, bool]]] = {Engine.DMA: [], Engine.COMPUTE: []}
         pc = 0
         while True:
             try:
@@ -338,7 +334,7 @@ class GoldenModel:
                 result.instructions += 1
                 op = ins.opcode
                 if op in (Opcode.SYNC, Opcode.END):
-                    window = {"dma": [], "compute": []}
+                    window = {Engine.DMA: [], Engine.COMPUTE: []}
                     if op == Opcode.END:
                         result.error_pc = pc
                         return result
@@ -355,9 +351,9 @@ class GoldenModel:
             pc += 1
 
     def _check_hazard(self, pc: int, ins: Instruction, touched: list[tuple[str, int, int, bool]],
-                      window: dict[str, list[tuple[str, int, int, bool]]]) -> None:
-        engine = ENGINE_OF[ins.opcode]
-        other = window["compute" if engine == "dma" else "dma"]
+                      window: dict[Engine, list[tuple[str, int, int, bool]]]) -> None:
+        engine = ins.engine
+        other = window[Engine.COMPUTE if engine is Engine.DMA else Engine.DMA]
         for buf, lo, hi, writes in touched:
             for obuf, olo, ohi, owrites in other:
                 if buf == obuf and lo < ohi and olo < hi and (writes or owrites):

@@ -15,8 +15,8 @@ import pytest
 from nets import ALL_NETS
 from onnx.reference import ReferenceEvaluator
 
-from dlproc.compiler.codegen import END_MARK
 from dlproc.processor.config import ProcessorConfig
+from dlproc.processor.isa import END_MARK
 from dlproc.runtime.driver import Driver
 from dlproc.runtime.workflow import Workflow
 from dlproc.sim.golden import GoldenDevice

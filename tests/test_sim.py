@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from nets import ALL_NETS
 
-from dlproc.compiler.codegen import END_MARK
+from dlproc.processor.isa import END_MARK
 from dlproc.runtime.driver import Driver
 from dlproc.runtime.estimate import estimate_performance
 from dlproc.runtime.profile import profile_from_runs
