@@ -27,6 +27,7 @@ import numpy as np
 
 from dlproc.compiler.graph import HW_OPS, Activation, Graph, Layer, LayerQuant, Requant
 from dlproc.compiler.memory import TensorView, align
+from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, pack_fields
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, Instruction, InstructionSet
 
@@ -151,10 +152,9 @@ def param_entry_bytes(config: ProcessorConfig, rq: Requant | FloatPost, lo_ch: i
     words = np.zeros((4, co), np.uint32)
     sl = slice(lo_ch, lo_ch + n_ch)
     words[0, :n_ch] = np.asarray(rq.bias[sl], np.int64).astype(np.int32).view(np.uint32)
-    words[1, :n_ch] = np.asarray(rq.mult_pos[sl], np.int64).astype(np.int16).view(np.uint16)
-    words[2, :n_ch] = np.asarray(rq.mult_neg[sl], np.int64).astype(np.int16).view(np.uint16)
-    ctl = (np.asarray(rq.shift[sl], np.int64) & 0x3F) | ((rq.lo & 0xFF) << 8) | ((rq.hi & 0xFF) << 16)
-    words[3, :n_ch] = ctl.astype(np.uint32)
+    words[1, :n_ch] = pack_fields(MULT_WORD_LAYOUT, value=rq.mult_pos[sl])
+    words[2, :n_ch] = pack_fields(MULT_WORD_LAYOUT, value=rq.mult_neg[sl])
+    words[3, :n_ch] = pack_fields(CONTROL_WORD_LAYOUT, shift=rq.shift[sl], lo=rq.lo, hi=rq.hi)
     return words.tobytes()
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, unpack_field
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 from dlproc.processor.fp32 import FpAdd
 from dlproc.processor.isa import (
@@ -89,10 +90,6 @@ class RunResult:
     write_bytes: int = 0
 
 
-def _sext16(words: np.ndarray) -> np.ndarray:
-    return (words.astype(np.uint32) & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int64)
-
-
 def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Post-process accumulators into int8 outputs (bias, requantization, activation, clamp).
 
@@ -101,8 +98,8 @@ def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     acc : ndarray of int32, shape (..., lanes)
         Accumulator values.
     params : ndarray of uint32, shape (..., 4, lanes)
-        Parameter words per lane: bias, mult_pos (int16 in bits 15:0), mult_neg (int16), control
-        (shift in bits 5:0, lo int8 in bits 15:8, hi int8 in bits 23:16). Broadcasts against ``acc``.
+        Parameter words per lane: bias, mult_pos and mult_neg (:data:`~dlproc.processor.buffers.MULT_WORD_LAYOUT`),
+        control (:data:`~dlproc.processor.buffers.CONTROL_WORD_LAYOUT`: shift, lo, hi). Broadcasts against ``acc``.
 
     Returns
     -------
@@ -112,11 +109,12 @@ def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     bias = p[..., 0, :].view(np.int32).astype(np.int64)
     v = acc.astype(np.int64) + bias
     v = ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # wrap to int32
-    m = np.where(v >= 0, _sext16(p[..., 1, :]), _sext16(p[..., 2, :]))
+    m = np.where(v >= 0, unpack_field(MULT_WORD_LAYOUT, "value", p[..., 1, :]),
+                 unpack_field(MULT_WORD_LAYOUT, "value", p[..., 2, :]))
     ctl = p[..., 3, :]
-    shift = (ctl & 0x3F).astype(np.int64)
-    lo = ((ctl >> 8) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64)
-    hi = ((ctl >> 16) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64)
+    shift = unpack_field(CONTROL_WORD_LAYOUT, "shift", ctl)
+    lo = unpack_field(CONTROL_WORD_LAYOUT, "lo", ctl)
+    hi = unpack_field(CONTROL_WORD_LAYOUT, "hi", ctl)
     t = v * m  # |v| < 2**31, |m| < 2**15: exact in int64
     rnd = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
     t = np.right_shift(t + rnd, shift)
