@@ -15,7 +15,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import ProcessorConfig
-from .isa import INSTRUCTION_BITS, Buffer, ErrorCode, GemmMode, InstructionSet, Opcode
+from .isa import INSTRUCTION_BITS, Buffer, ErrorCode, GemmMode, InstructionSet, Opcode, opcode_of
 
 __all__ = ["InstructionChecker", "ERROR_CODE_SHAPE"]
 
@@ -133,7 +133,7 @@ class InstructionChecker(wiring.Component):
                          & (fc.acc_base + ((fc.n_out - 1) >> _log2(c.conv_oc_lanes)) < c.acc_buffer_entries)
                          & beat_aligned(fc.ddr_addr) & beat_aligned(fc.row_stride))
 
-        opcode = self.word[:4]
+        opcode = opcode_of(self.word)
         with m.Switch(opcode):
             for op, ok in ((Opcode.LOAD, load_ok), (Opcode.STORE, store_ok), (Opcode.GEMM, gemm_ok),
                            (Opcode.POST, post_ok), (Opcode.FC, fc_ok)):

@@ -149,12 +149,12 @@ class FcUnit(wiring.Component):
         accumulate = Signal()
         inp_base, acc_base = Signal(inp_bits), Signal(acc_bits)
         last_entry = Signal(inp_bits + 1)   # n_in - 1
-        last_row = Signal(16)               # n_out - 1
+        last_row = Signal(fc.n_out.shape())  # n_out - 1
         running = Signal()
         group = Signal(range(groups))       # piece within the input entry
         entry = Signal(inp_bits + 1)        # input entry within the row
         inp_addr = Signal(inp_bits)
-        row = Signal(16)
+        row = Signal(fc.n_out.shape())
 
         # ------------------------------------------------------------------ the held beat
         beat = Signal(cfg.axi_data_width)
@@ -169,7 +169,7 @@ class FcUnit(wiring.Component):
             m.d.sync += beat_full.eq(0)
 
         # ------------------------------------------------------------------ pipeline registers
-        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "row": 16})
+        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "row": fc.n_out.shape()})
         s1 = Signal(ctl_layout)
         s1_group = Signal(range(groups))
         s1_piece = Signal(piece_layout)
@@ -258,13 +258,13 @@ class FcUnit(wiring.Component):
         accumulate = Signal()
         inp_base, acc_base = Signal(inp_bits), Signal(acc_bits)
         last_entry = Signal(inp_bits + 1)   # n_in - 1
-        last_row = Signal(16)               # n_out - 1
+        last_row = Signal(fc.n_out.shape())  # n_out - 1
         running = Signal()
         group = Signal(range(groups))       # piece within the input entry
         entry = Signal(inp_bits + 1)        # input entry within the row
         inp_addr = Signal(inp_bits)
-        row = Signal(16)
-        prev_row = Signal(16)               # the row whose partials the head of this row collects
+        row = Signal(fc.n_out.shape())
+        prev_row = Signal(fc.n_out.shape())  # the row whose partials the head of this row collects
         first_row = Signal()                # no previous row to collect
         slot = Signal(range(L))             # partial sum of the next entry
         head = Signal()                     # the next entry is among the first L of its row
@@ -286,7 +286,8 @@ class FcUnit(wiring.Component):
             m.d.sync += beat_full.eq(0)
 
         # ------------------------------------------------------------------ pipeline registers
-        ctl_layout = data.StructLayout({"valid": 1, "pad": 1, "head": 1, "collect": 1, "last_slot": 1, "row": 16})
+        ctl_layout = data.StructLayout({"valid": 1, "pad": 1, "head": 1, "collect": 1, "last_slot": 1,
+                                        "row": fc.n_out.shape()})
         s1 = Signal(ctl_layout)
         s1_group = Signal(range(groups))
         s1_piece = Signal(piece_layout)
@@ -365,7 +366,7 @@ class FcUnit(wiring.Component):
             for k in range(1, L - 1):
                 m.d.sync += held[k].eq(held[k - 1])
         m.submodules.tree = tree = FpTreeSum(terms=L)
-        tree_valid, tree_row = Signal(), Signal(16)
+        tree_valid, tree_row = Signal(), Signal(fc.n_out.shape())
         partials = Signal(data.ArrayLayout(32, L))
         # held[-1] is the oldest (slot 0); the current ring output is slot L-1
         m.d.sync += [partials[k].eq(held[L - 2 - k]) for k in range(L - 1)]
@@ -376,7 +377,7 @@ class FcUnit(wiring.Component):
         sum_row = tree_row
         in_flight = [tree_valid]
         for k in range(tree.LATENCY):
-            v, r = Signal(name=f"tree_valid{k}"), Signal(16, name=f"tree_row{k}")
+            v, r = Signal(name=f"tree_valid{k}"), Signal(fc.n_out.shape(), name=f"tree_row{k}")
             m.d.sync += [v.eq(sum_valid), r.eq(sum_row)]
             sum_valid, sum_row = v, r
             in_flight.append(v)

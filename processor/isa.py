@@ -33,7 +33,7 @@ __all__ = [
     "Reg", "CTRL_START", "CTRL_CLEAR", "CTRL_IRQ_EN", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
     "MAGIC", "InstructionSet", "Instruction", "IsaError", "EXTENT_BITS", "OPCODE_BITS", "Engine",
     "opcodes_of", "opcode_of", "INSTRUCTION_CLASSES", "Load", "Store", "Gemm", "Post", "Fc", "Sync", "Mark", "End",
-    "END_MARK",
+    "END_MARK", "MARK_LAYER_BITS",
 ]
 
 INSTRUCTION_BITS = INSTRUCTION_BYTES * 8
@@ -269,8 +269,10 @@ INSTRUCTION_CLASSES: dict[Opcode, type[Instruction]] = {
     op: _instruction_class(op, list(fields)) for op, fields in _field_shapes(ProcessorConfig()).items()}
 Load, Store, Gemm, Post, Fc, Sync, Mark, End = (INSTRUCTION_CLASSES[op] for op in Opcode)
 
+#: Width of a MARK's layer id (the event log stores it).
+MARK_LAYER_BITS = _field_shapes(ProcessorConfig())[Opcode.MARK]["layer"].width
 #: Layer id of the MARK recorded just before END (closes the last layer's interval): the largest ``layer`` value.
-END_MARK = (1 << _field_shapes(ProcessorConfig())[Opcode.MARK]["layer"].width) - 1
+END_MARK = (1 << MARK_LAYER_BITS) - 1
 
 
 class InstructionSet:
@@ -318,6 +320,10 @@ class InstructionSet:
     def layout(self, opcode: Opcode) -> data.StructLayout:
         """The 256-bit :class:`~amaranth.lib.data.StructLayout` of one opcode (``opcode`` field at bit 0)."""
         return self._layouts[Opcode(opcode)]
+
+    def shape(self, opcode: Opcode, name: str) -> Any:
+        """The Amaranth shape of one operand field (for gateware registers that hold it)."""
+        return self._fields[Opcode(opcode)][name]
 
     def field_names(self, opcode: Opcode) -> list[str]:
         """The operand field names of an opcode, in layout order (without ``opcode`` and ``_reserved``)."""
