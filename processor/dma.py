@@ -25,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI_ID_WIDTH, BURST_INCR, RESP_OKAY
+from .axi import AXI_ID_WIDTH, AXI_PAGE_BYTES, BURST_INCR, MAX_BURST_BEATS, RESP_OKAY
 from .buffers import buffer_geometry
 from .checker import ERROR_CODE_SHAPE
 from .config import ProcessorConfig
@@ -39,8 +39,6 @@ __all__ = ["DmaEngine", "ReadChannelArbiter", "WriteRequestLayout", "WriteBeatLa
 FETCH_ID, LOAD_ID, FC_ID = 0, 1, 2
 #: Bursts outstanding per direction.
 MAX_OUTSTANDING = 4
-#: Longest INCR burst of AXI4.
-MAX_BURST_BEATS = 256
 #: ARCACHE/AWCACHE: normal non-cacheable bufferable (what Zynq UltraScale+ HP ports expect from a DMA).
 AXI_CACHE = 0b0011
 
@@ -294,10 +292,12 @@ class DmaEngine(wiring.Component):
                      self.ar.payload.size.eq(beat_log2), self.ar.payload.id.eq(Mux(is_fc, FC_ID, LOAD_ID)),
                      self.aw.payload.addr.eq(req_addr), self.aw.payload.len.eq(req_beats - 1)]
 
-        phys_low = Signal(12)
-        to_4k = Signal(range(4096 // cfg.beat_bytes + 1))
+        page_bits = _log2(AXI_PAGE_BYTES)
+        phys_low = Signal(page_bits)
+        to_4k = Signal(range(AXI_PAGE_BYTES // cfg.beat_bytes + 1))
         plan = Signal(range(MAX_BURST_BEATS + 1))
-        m.d.comb += [phys_low.eq(self.ddr_base[:12] + cur_off[:12]), to_4k.eq((4096 - phys_low) >> beat_log2)]
+        m.d.comb += [phys_low.eq(self.ddr_base[:page_bits] + cur_off[:page_bits]),
+                     to_4k.eq((AXI_PAGE_BYTES - phys_low) >> beat_log2)]
         limited = Const(MAX_BURST_BEATS, range(MAX_BURST_BEATS + 1))
         for bound in (chunk_left, to_4k):
             limited = Mux(bound < limited, bound, limited)

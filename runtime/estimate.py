@@ -4,8 +4,8 @@ The estimate replays the instruction stream through a timing model of the proces
 hands each instruction to its engine when that engine is free, a DMA engine whose instructions take
 ``latency + beats`` (bursts pipelined, never crossing 4 KiB or 256 beats), and a compute engine whose GEMM takes one
 step per cycle after its pipeline fills. SYNC and END wait for both engines. The constants of the model
-(:class:`TimingModel`) are those of the RTL in ``processor/``; ``tests/test_estimate.py`` holds the estimate within 5%
-of the RTL's own cycle counters on several configurations.
+(:class:`TimingModel`) are imported from the RTL in ``processor/`` where it defines them; ``tests/test_sim.py`` and
+``tests/test_property.py`` hold the estimate within 5% of the RTL's own cycle counters on several configurations.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlproc.compiler.network import CompiledNetwork
-from dlproc.processor.config import ProcessorConfig
+from dlproc.processor.axi import AXI_PAGE_BYTES, MAX_BURST_BEATS
+from dlproc.processor.config import INSTRUCTION_BYTES, ProcessorConfig
+from dlproc.processor.dma import MAX_OUTSTANDING
 from dlproc.processor.engine import ComputeEngine
 from dlproc.processor.fc import FcUnit
+from dlproc.processor.fetch import FETCH_BURST_INSTRUCTIONS, FETCH_DEPTH
 from dlproc.processor.isa import Engine, InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
@@ -50,8 +53,9 @@ class TimingModel:
     dispatch : int
         Cycles between two dispatched instructions at best (the legality check is registered).
     fetch_depth : int
-        Effective instruction prefetch depth: the ``FetchUnit`` FIFO holds 8, but a 4-instruction burst is only
-        requested when the whole burst fits, which the RTL's counters fit best as 6.
+        Effective instruction prefetch depth: the ``FetchUnit`` FIFO holds ``FETCH_DEPTH`` (8), but a burst is only
+        requested when the whole burst fits, so on average half a burst of it is unused (the RTL's counters fit
+        ``FETCH_DEPTH - FETCH_BURST_INSTRUCTIONS // 2`` = 6 best).
     fetch_burst : int
         Instructions per fetch burst; a burst is requested when the FIFO has room for all of it.
     outstanding : int
@@ -67,9 +71,9 @@ class TimingModel:
     """
 
     dispatch: int = 2
-    fetch_depth: int = 6
-    fetch_burst: int = 4
-    outstanding: int = 4
+    fetch_depth: int = FETCH_DEPTH - FETCH_BURST_INSTRUCTIONS // 2
+    fetch_burst: int = FETCH_BURST_INSTRUCTIONS
+    outstanding: int = MAX_OUTSTANDING
     dma_setup: int = 7
     start: int = 6
     completion: int = 2
@@ -77,13 +81,14 @@ class TimingModel:
 
 
 def _burst_lengths(addr: int, length: int, beat: int) -> list[int]:
-    """Beats of each burst for ``length`` bytes at ``addr`` (at most 256 beats, never crossing 4 KiB)."""
-    if addr % 4096 + length <= 4096 and length <= 256 * beat:  # the common case: one burst
+    """Beats of each burst for ``length`` bytes at ``addr`` (at most ``MAX_BURST_BEATS``, never crossing 4 KiB)."""
+    page = AXI_PAGE_BYTES
+    if addr % page + length <= page and length <= MAX_BURST_BEATS * beat:  # the common case: one burst
         return [length // beat]
     out = []
     end = addr + length
     while addr < end:
-        room = min(4096 - addr % 4096, 256 * beat, end - addr)
+        room = min(page - addr % page, MAX_BURST_BEATS * beat, end - addr)
         out.append(room // beat)
         addr += room
     return out
@@ -207,7 +212,7 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
     timing = timing or TimingModel()
     ddr = ddr or DdrTiming()
     prog = _durations(config, words, timing, ddr)
-    beats_per_instr = max(1, 32 // config.beat_bytes)
+    beats_per_instr = max(1, INSTRUCTION_BYTES // config.beat_bytes)
     fb, depth = timing.fetch_burst, timing.fetch_depth
     dispatched = [0] * len(prog)
     avail = [0] * len(prog)
