@@ -26,6 +26,7 @@ from dlproc.compiler.graph import Graph, Layer
 from dlproc.compiler.memory import Region, TensorView, align, plan_activations
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 from dlproc.processor.isa import END_MARK, InstructionSet
+from dlproc.sim.golden import HazardError, IllegalProgram, verify_program
 
 __all__ = ["CompiledNetwork", "BundleError", "compile_graph", "BUNDLE_FORMAT"]
 
@@ -314,6 +315,11 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
         layers.append(rec)
     if seg_start is not None:
         _close_segment(gen, segments, seg_start)
+    try:   # the program must be legal and free of cross-engine races on every target, not only on "ref"
+        verify_program(config, gen.words)
+    except (IllegalProgram, HazardError) as exc:
+        raise CompileError(f"the code generator emitted an invalid program for processor [{config.hardware_hash}]: "
+                           f"{exc}") from exc
     instr_offset = align(param_base + len(gen.blob))
     image = bytes(gen.blob) + b"\0" * (instr_offset - param_base - len(gen.blob)) + InstructionSet.to_bytes(gen.words)
     regions = regions + [Region("parameters", "parameters", param_base, len(gen.blob)),
