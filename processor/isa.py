@@ -362,13 +362,16 @@ class InstructionSet:
             opcode = Opcode(code)
         except ValueError:
             raise IsaError(f"illegal opcode {code}") from None
-        fields = {}
+        # every decoded value fits its field by construction: skip the constructor's range check
+        ins = object.__new__(INSTRUCTION_CLASSES[opcode])
+        fields: dict[str, Any] = {"isa": self}
         for name, offset, width, is_signed in self._offsets[opcode]:
             value = (word >> offset) & ((1 << width) - 1)
             if is_signed and value >> (width - 1):
                 value -= 1 << width
             fields[name] = value
-        return INSTRUCTION_CLASSES[opcode](**fields, isa=self)
+        ins.__dict__.update(fields)
+        return ins
 
     # ------------------------------------------------------------------ streams
     @staticmethod

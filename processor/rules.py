@@ -16,6 +16,7 @@ is the one operation that differs; :func:`rules` takes it as ``select``. The sam
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ CHECKED_OPCODES = (Opcode.LOAD, Opcode.STORE, Opcode.GEMM, Opcode.POST, Opcode.F
 Rule = tuple[str, Any]
 
 
+@functools.cache
 def _log2(value: int) -> int:
     if value <= 0 or value & (value - 1):
         raise ValueError(f"{value} is not a power of two")
