@@ -4,9 +4,13 @@ Every instruction is one 256-bit word (:data:`INSTRUCTION_BYTES` bytes, little-e
 are the :class:`Opcode`; the remaining fields are an Amaranth :class:`~amaranth.lib.data.StructLayout` per
 opcode whose buffer-address widths are derived from the :class:`~dlproc.processor.config.ProcessorConfig`.
 
-* The gateware decoder views the fetched word as ``data.View(isa.layout(op), word)`` and switches on the opcode.
-* The compiler packs instructions with :meth:`InstructionSet.encode` (the same layouts, via their field offsets).
-* The golden model unpacks them with :meth:`InstructionSet.decode`.
+* The gateware decoder views the fetched word as ``data.View(isa.layout(op), word)`` and switches on
+  :func:`opcode_of`; registers that hold a field take its shape from :meth:`InstructionSet.shape`.
+* The compiler builds typed instructions, one frozen class per opcode generated from the same layouts
+  (``isa.Gemm(mode=GemmMode.MAC, r0=..., ...)``, fields range-checked at construction), and packs them with
+  :meth:`Instruction.encode`.
+* The golden model and the estimate unpack words with :meth:`InstructionSet.decode` into the same classes.
+* Which engine runs an opcode is :attr:`Opcode.engine`; the legality rules are in :mod:`.rules`.
 
 The semantics of each instruction are given in ``docs/isa.md`` and executed by ``dlproc.sim.golden``.
 This module also holds the control/status register map and the error codes shared by gateware, driver and
