@@ -27,14 +27,13 @@ import numpy as np
 
 from dlproc.compiler.graph import HW_OPS, Activation, Graph, Layer, LayerQuant, Requant
 from dlproc.compiler.memory import TensorView, align
+from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, pack_fields
 from dlproc.processor.config import ProcessorConfig
-from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, InstructionSet, Opcode
+from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, Instruction, InstructionSet
 
-__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "END_MARK", "TilingError",
+__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "TilingError",
            "FloatPost", "lower_fp32"]
 
-#: Layer id of the MARK recorded just before END (closes the last layer's interval).
-END_MARK = 0xFFFF
 MAX_EXTENT = (1 << EXTENT_BITS) - 1
 #: Fewest software-pipeline steps per conv layer (see :meth:`CodeGenerator.conv`).
 MIN_PIPELINE_STEPS = 4
@@ -68,9 +67,9 @@ class LayerCode:
 
 @dataclass
 class _Step:
-    loads: list[dict] = field(default_factory=list)
-    gemms: list[dict] = field(default_factory=list)
-    stores: list[dict] = field(default_factory=list)
+    loads: list[Instruction] = field(default_factory=list)
+    gemms: list[Instruction] = field(default_factory=list)
+    stores: list[Instruction] = field(default_factory=list)
 
 
 @dataclass
@@ -154,10 +153,9 @@ def param_entry_bytes(config: ProcessorConfig, rq: Requant | FloatPost, lo_ch: i
     words = np.zeros((4, co), np.uint32)
     sl = slice(lo_ch, lo_ch + n_ch)
     words[0, :n_ch] = np.asarray(rq.bias[sl], np.int64).astype(np.int32).view(np.uint32)
-    words[1, :n_ch] = np.asarray(rq.mult_pos[sl], np.int64).astype(np.int16).view(np.uint16)
-    words[2, :n_ch] = np.asarray(rq.mult_neg[sl], np.int64).astype(np.int16).view(np.uint16)
-    ctl = (np.asarray(rq.shift[sl], np.int64) & 0x3F) | ((rq.lo & 0xFF) << 8) | ((rq.hi & 0xFF) << 16)
-    words[3, :n_ch] = ctl.astype(np.uint32)
+    words[1, :n_ch] = pack_fields(MULT_WORD_LAYOUT, value=rq.mult_pos[sl])
+    words[2, :n_ch] = pack_fields(MULT_WORD_LAYOUT, value=rq.mult_neg[sl])
+    words[3, :n_ch] = pack_fields(CONTROL_WORD_LAYOUT, shift=rq.shift[sl], lo=rq.lo, hi=rq.hi)
     return words.tobytes()
 
 
@@ -260,8 +258,9 @@ class CodeGenerator:
         self._param_bytes = 0
 
     # ------------------------------------------------------------------ primitives
-    def emit(self, op: Opcode, **fields: int) -> None:
-        self.words.append(self.isa.encode(op, **fields))
+    def emit(self, *instructions: Instruction) -> None:
+        """Append instructions to the program."""
+        self.words.extend(ins.encode() for ins in instructions)
 
     def add_blob(self, data: bytes, key: tuple | None = None, *, kind: str = "weight") -> int:
         """Append bytes to the parameter blob (deduplicated by ``key``); returns the DDR offset."""
@@ -300,15 +299,15 @@ class CodeGenerator:
         return self._par_sel * self.par_half
 
     def _load(self, buffer: Buffer, buf_addr: int, ddr_addr: int, len0: int, n1: int = 1, s1: int = 0,
-              n2: int = 1, s2: int = 0) -> dict:
-        return dict(op=Opcode.LOAD, buffer=int(buffer), buf_addr=buf_addr, ddr_addr=ddr_addr, len0=len0,
-                    n1=n1, ddr_stride1=s1 if n1 > 1 else 0, n2=n2, ddr_stride2=s2 if n2 > 1 else 0)
+              n2: int = 1, s2: int = 0) -> Instruction:
+        return self.isa.Load(buffer=buffer, buf_addr=buf_addr, ddr_addr=ddr_addr, len0=len0,
+                             n1=n1, ddr_stride1=s1 if n1 > 1 else 0, n2=n2, ddr_stride2=s2 if n2 > 1 else 0)
 
     def _store(self, view: TensorView, block: int, y: int, x: int, buf_addr: int, n0: int, n1: int, buf_stride1: int,
-               n2: int, sb0: int = 0) -> dict:
-        return dict(op=Opcode.STORE, buf_addr=buf_addr, ddr_addr=view.addr(block, y, x), n0=n0, n1=n1,
-                    ddr_stride1=view.row_stride if n1 > 1 else 0, buf_stride1=buf_stride1 if n1 > 1 else 0, n2=n2,
-                    ddr_stride2=view.plane_stride if n2 > 1 else 0, sb0=sb0)
+               n2: int, sb0: int = 0) -> Instruction:
+        return self.isa.Store(buf_addr=buf_addr, ddr_addr=view.addr(block, y, x), n0=n0, n1=n1,
+                              ddr_stride1=view.row_stride if n1 > 1 else 0, buf_stride1=buf_stride1 if n1 > 1 else 0,
+                              n2=n2, ddr_stride2=view.plane_stride if n2 > 1 else 0, sb0=sb0)
 
     def _params(self, layer: Layer, lo_ch: int, n_ch: int, uniform_key: str = "") -> int:
         rq = layer.quant.requant
@@ -319,18 +318,12 @@ class CodeGenerator:
         """Software-pipelined emission (see the module docstring)."""
         if not steps:
             return
-        for ld in steps[0].loads:
-            self.emit(**ld)
-        self.emit(Opcode.SYNC)
+        self.emit(*steps[0].loads, self.isa.Sync())
         for t, step in enumerate(steps):
-            for g in step.gemms:
-                self.emit(**g)
+            self.emit(*step.gemms)
             if t + 1 < len(steps):
-                for ld in steps[t + 1].loads:
-                    self.emit(**ld)
-            self.emit(Opcode.SYNC)
-            for st in step.stores:
-                self.emit(**st)
+                self.emit(*steps[t + 1].loads)
+            self.emit(self.isa.Sync(), *step.stores)
 
     # ------------------------------------------------------------------ layers
     def generate(self, layers: list[Layer]) -> list[LayerCode]:
@@ -414,11 +407,11 @@ class CodeGenerator:
                         last = ci == len(chunks) - 1
                         if last:
                             out_base = self._next_out()
-                        step.gemms.append(dict(op=Opcode.GEMM, mode=int(GemmMode.MAC), overwrite=int(ci == 0),
-                                               finalize=int(last), acc_base=0, out_base=out_base or 0,
-                                               inp_base=inp_base, wgt_base=wgt_slot, param_addr=par_slot,
-                                               r0=kn, r1=kyn, r2=kw, s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw,
-                                               ri2=dw, si0=sh * iw, si1=sw))
+                        step.gemms.append(self.isa.Gemm(mode=GemmMode.MAC, overwrite=ci == 0, finalize=last,
+                                                        acc_base=0, out_base=out_base or 0, inp_base=inp_base,
+                                                        wgt_base=wgt_slot, param_addr=par_slot, r0=kn, r1=kyn, r2=kw,
+                                                        s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw, ri2=dw,
+                                                        si0=sh * iw, si1=sw))
                         if last:
                             nsb = min(S, outv.blocks - ob * S)
                             step.stores.append(self._store(outv, ob * S, y0, x0, out_base, twt, tht, twt, nsb))
@@ -453,10 +446,10 @@ class CodeGenerator:
                         par_slot = self._next_par()
                         step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
                     out_base = self._next_out()
-                    step.gemms.append(dict(op=Opcode.GEMM, mode=int(mode), overwrite=1, finalize=1, acc_base=0,
-                                           out_base=out_base, inp_base=inp_base, wgt_base=0, param_addr=par_slot,
-                                           r0=1, r1=kh, r2=kw, s0=tht, s1=twt, ri0=0, ri1=iw, ri2=1,
-                                           si0=sh * iw, si1=sw, imm=imm))
+                    step.gemms.append(self.isa.Gemm(mode=mode, overwrite=1, finalize=1, acc_base=0,
+                                                    out_base=out_base, inp_base=inp_base, wgt_base=0,
+                                                    param_addr=par_slot, r0=1, r1=kh, r2=kw, s0=tht, s1=twt, ri0=0,
+                                                    ri1=iw, ri2=1, si0=sh * iw, si1=sw, imm=imm))
                     step.stores.append(self._store(outv, cb, y0, x0, out_base, twt, tht, twt, 1))
                     steps.append(step)
         rec.tiles = len(steps)
@@ -500,14 +493,14 @@ class CodeGenerator:
                 last = r0 + rn >= H
                 if last:
                     out_base = self._next_out()
-                step.gemms.append(dict(op=Opcode.GEMM, mode=int(GemmMode.SUM), overwrite=int(r0 == 0),
-                                       finalize=int(last), acc_base=0, out_base=out_base or 0, inp_base=inp_base,
-                                       wgt_base=0, param_addr=par_slot, r0=1, r1=rn, r2=W, s0=1, s1=kn, ri0=0,
-                                       ri1=W, ri2=1, si0=0, si1=rn * W, imm=imm))
+                step.gemms.append(self.isa.Gemm(mode=GemmMode.SUM, overwrite=r0 == 0, finalize=last, acc_base=0,
+                                                out_base=out_base or 0, inp_base=inp_base, wgt_base=0,
+                                                param_addr=par_slot, r0=1, r1=rn, r2=W, s0=1, s1=kn, ri0=0, ri1=W,
+                                                ri2=1, si0=0, si1=rn * W, imm=imm))
                 if last:
-                    step.stores.append(dict(op=Opcode.STORE, buf_addr=out_base, ddr_addr=outv.addr(cb0, 0, 0), n0=1,
-                                            n1=kn, ddr_stride1=outv.plane_stride if kn > 1 else 0,
-                                            buf_stride1=1 if kn > 1 else 0, n2=1, ddr_stride2=0, sb0=0))
+                    step.stores.append(self.isa.Store(buf_addr=out_base, ddr_addr=outv.addr(cb0, 0, 0), n0=1, n1=kn,
+                                                      ddr_stride1=outv.plane_stride if kn > 1 else 0,
+                                                      buf_stride1=1 if kn > 1 else 0, n2=1, ddr_stride2=0, sb0=0))
                 steps.append(step)
         rec.tiles = len(steps)
         rec.tile = f"{rows}x{W}x{kc * B}"
@@ -542,10 +535,10 @@ class CodeGenerator:
                 par_cache[cb0] = par_slot
                 step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
                 out_base = self._next_out()
-                common = dict(op=Opcode.GEMM, mode=int(GemmMode.SUM), acc_base=0, out_base=out_base, wgt_base=0,
-                              param_addr=par_slot, r0=1, r1=1, r2=1, s0=kn, s1=n, ri0=0, ri1=0, ri2=0, si0=n, si1=1)
-                step.gemms.append(dict(common, overwrite=1, finalize=0, inp_base=base, imm=ma))
-                step.gemms.append(dict(common, overwrite=0, finalize=1, inp_base=base + kn * n, imm=mb))
+                common = dict(mode=GemmMode.SUM, acc_base=0, out_base=out_base, wgt_base=0, param_addr=par_slot,
+                              r0=1, r1=1, r2=1, s0=kn, s1=n, ri0=0, ri1=0, ri2=0, si0=n, si1=1)
+                step.gemms.append(self.isa.Gemm(**common, overwrite=1, finalize=0, inp_base=base, imm=ma))
+                step.gemms.append(self.isa.Gemm(**common, overwrite=0, finalize=1, inp_base=base + kn * n, imm=mb))
                 for k in range(kn):
                     step.stores.append(self._store(outv, cb0 + k, y0, 0, out_base + k * n, W, tht, W, 1))
                 steps.append(step)
@@ -580,7 +573,7 @@ class CodeGenerator:
             raise TilingError(f"one channel block of the fc input ({plane} pixels) exceeds half the input buffer")
         chunks = [(cb, min(cbs_per_chunk, inv.blocks - cb)) for cb in range(0, inv.blocks, cbs_per_chunk)]
         group = co * self.par_half
-        self.emit(Opcode.SYNC)
+        self.emit(self.isa.Sync())
         single = len(chunks) == 1
         if single:
             self._emit_fc_input(inv, chunks[0], 0)
@@ -592,36 +585,35 @@ class CodeGenerator:
             data = b"".join(param_entry_bytes(self.config, q.requant, o0 + e * co, min(co, g - e * co))
                             for e in range(entries))
             par_off = self.add_blob(data, key=("fcpar", layer.name, o0), kind="param")
-            self.emit(Opcode.LOAD, buffer=int(Buffer.PARAM), buf_addr=par_slot, ddr_addr=par_off,
-                      len0=entries * self.config.param_entry_bytes, n1=1, n2=1)
+            self.emit(self._load(Buffer.PARAM, par_slot, par_off, entries * self.config.param_entry_bytes))
             for i, (cb0, kn) in enumerate(chunks):
                 if not single:
                     self._emit_fc_input(inv, (cb0, kn), 0)
-                self.emit(Opcode.FC, accumulate=int(i > 0), ddr_addr=wbase + o0 * row_stride + cb0 * plane * B * eb,
-                          row_stride=row_stride, n_out=g, n_in=kn * plane, inp_base=0, acc_base=0)
+                self.emit(self.isa.Fc(accumulate=i > 0, ddr_addr=wbase + o0 * row_stride + cb0 * plane * B * eb,
+                                      row_stride=row_stride, n_out=g, n_in=kn * plane, inp_base=0, acc_base=0))
                 tiles += 1
-            self.emit(Opcode.SYNC)
+            self.emit(self.isa.Sync())
             out_base = self._next_out()
-            self.emit(Opcode.POST, acc_base=0, out_base=out_base, n=entries, param_addr=par_slot, param_inc=1)
-            self.emit(Opcode.SYNC)
+            self.emit(self.isa.Post(acc_base=0, out_base=out_base, n=entries, param_addr=par_slot, param_inc=1),
+                      self.isa.Sync())
             blk0 = o0 // B
             valid_blocks = -(-g // B)
             full, rest = divmod(valid_blocks, S)
             if full:
-                self.emit(Opcode.STORE, buf_addr=out_base, ddr_addr=outv.addr(blk0, 0, 0), n0=1, n1=full,
-                          ddr_stride1=S * outv.plane_stride if full > 1 else 0, buf_stride1=1 if full > 1 else 0,
-                          n2=S, ddr_stride2=outv.plane_stride if S > 1 else 0, sb0=0)
+                self.emit(self.isa.Store(buf_addr=out_base, ddr_addr=outv.addr(blk0, 0, 0), n0=1, n1=full,
+                                         ddr_stride1=S * outv.plane_stride if full > 1 else 0,
+                                         buf_stride1=1 if full > 1 else 0, n2=S,
+                                         ddr_stride2=outv.plane_stride if S > 1 else 0, sb0=0))
             if rest:
-                self.emit(Opcode.STORE, buf_addr=out_base + full, ddr_addr=outv.addr(blk0 + full * S, 0, 0), n0=1,
-                          n1=1, ddr_stride1=0, buf_stride1=0, n2=rest, ddr_stride2=outv.plane_stride if rest > 1 else 0,
-                          sb0=0)
+                self.emit(self.isa.Store(buf_addr=out_base + full, ddr_addr=outv.addr(blk0 + full * S, 0, 0), n0=1,
+                                         n1=1, ddr_stride1=0, buf_stride1=0, n2=rest,
+                                         ddr_stride2=outv.plane_stride if rest > 1 else 0, sb0=0))
         rec.tiles = tiles
         rec.tile = f"{min(group, n_out)} outputs x {min(cbs_per_chunk, inv.blocks) * B * plane} inputs"
 
     def _emit_fc_input(self, inv: TensorView, chunk: tuple[int, int], base: int) -> None:
         cb0, kn = chunk
         B, eb = self.B, self.eb
-        self.emit(Opcode.LOAD, buffer=int(Buffer.INPUT), buf_addr=base, ddr_addr=inv.addr(cb0, 0, 0),
-                  len0=inv.width * B * eb, n1=inv.height, ddr_stride1=inv.row_stride if inv.height > 1 else 0,
-                  n2=kn, ddr_stride2=inv.plane_stride if kn > 1 else 0)
+        self.emit(self._load(Buffer.INPUT, base, inv.addr(cb0, 0, 0), inv.width * B * eb, inv.height,
+                             inv.row_stride, kn, inv.plane_stride))
 

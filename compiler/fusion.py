@@ -1,28 +1,31 @@
 """Fusions on the front end's layer graph, and lowering of the front-end layer kinds.
 
-:func:`fuse` leaves only processor layers (:data:`~.graph.HW_OPS`) and host layers:
+:func:`fuse` runs the named passes of :data:`FUSION_PASSES` and leaves only processor layers
+(:data:`~.graph.HW_OPS`) and host layers:
 
-1. ``identity`` layers (Identity, Dropout, layout-preserving reshapes) are removed;
-2. ``affine`` layers (BatchNormalization, per-channel Add/Sub/Mul/Div) fold into the preceding conv or fc, and
-   ``act`` layers (Relu, LeakyRelu, Clip) fuse into the preceding conv, fc or add, when that layer has no
-   activation yet and its output has no other reader (nor is a network output);
-3. a ``flatten`` feeding an fc disappears: the fc reads the ``(C, H, W)`` tensor (its weight is already in ONNX
-   flatten order c, h, w);
-4. ``affine`` and ``act`` layers that cannot fuse become 1x1 depthwise convolutions (so a standalone
-   BatchNormalization followed by a ReLU is one conv), leftover ``flatten`` layers run on the host;
-5. processor limits become host layers: a padded max-pool whose input may be negative (the processor pads with
-   zeros, which only equals ONNX's -inf padding on non-negative data).
+1. :func:`drop_identities`: ``identity`` layers (Identity, Dropout, layout-preserving reshapes) are removed;
+2. :func:`fold_affine_and_activations`: ``affine`` layers (BatchNormalization, per-channel Add/Sub/Mul/Div) fold
+   into the preceding conv or fc, and ``act`` layers (Relu, LeakyRelu, Clip) fuse into the preceding conv, fc or add,
+   when that layer has no activation yet and its output has no other reader (nor is a network output); those that
+   cannot fuse become 1x1 depthwise convolutions (a standalone BatchNormalization then ReLU is one conv);
+3. :func:`absorb_flatten`: a ``flatten`` feeding an fc disappears (the fc reads the ``(C, H, W)`` tensor; its
+   weight is already in ONNX flatten order c, h, w); leftover ``flatten`` layers run on the host;
+4. :func:`host_padded_maxpool`: processor limits become host layers: a padded max-pool whose input may be negative
+   (the processor pads with zeros, which only equals ONNX's -inf padding on non-negative data);
+5. :func:`assign_targets`: the remaining layers are marked for the processor; unused tensors are dropped.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 
 from .graph import HW_OPS, Activation, Graph, Layer
 
-__all__ = ["fuse"]
+__all__ = ["fuse", "FUSION_PASSES", "drop_identities", "fold_affine_and_activations", "absorb_flatten",
+           "host_padded_maxpool", "assign_targets"]
 
 
 def _replace_input(graph: Graph, old: str, new: str) -> None:
@@ -122,23 +125,15 @@ def _nonnegative(graph: Graph, tensor: str) -> bool:
     return False
 
 
-def fuse(graph: Graph) -> Graph:
-    """Fuse the front end's graph into processor and host layers (see the module docstring).
-
-    Parameters
-    ----------
-    graph : Graph
-        The front end's graph (:func:`~.frontend.load_onnx` with ``fuse=False``); calling ``fuse`` on an already
-        fused graph changes nothing.
-
-    Returns
-    -------
-    Graph
-        A new graph whose layers are all of :data:`~.graph.HW_OPS` (``target == "hw"``) or ``"host"``.
-    """
-    g = copy.deepcopy(graph)
+def drop_identities(g: Graph) -> None:
+    """Pass 1: remove ``identity`` layers (Identity, Dropout, layout-preserving reshapes)."""
     for layer in [la for la in g.layers if la.op == "identity"]:
         _drop_identity(g, layer)
+
+
+def fold_affine_and_activations(g: Graph) -> None:
+    """Pass 2: fold ``affine`` layers into a preceding conv/fc and fuse ``act`` layers into a conv/fc/add; what
+    cannot fuse becomes a 1x1 depthwise conv."""
     # topological order: when a layer is reached, everything before it is final (conv -> BN -> ReLU folds both)
     for layer in list(g.layers):
         if layer.op not in ("affine", "act"):
@@ -157,6 +152,10 @@ def fuse(graph: Graph) -> Graph:
             _merge(g, producer, layer)
         else:
             _depthwise(g, layer, np.float32(1), np.float32(0))
+
+
+def absorb_flatten(g: Graph) -> None:
+    """Pass 3: an fc reads the ``(C, H, W)`` tensor its ``flatten`` flattens; leftover flattens go to the host."""
     for layer in [la for la in g.layers if la.op == "fc"]:
         producer = g.producer(layer.inputs[0])
         if producer is None or producer.op != "flatten":
@@ -170,10 +169,18 @@ def fuse(graph: Graph) -> Graph:
     for layer in g.layers:
         if layer.op == "flatten":
             _to_host(layer, "a flatten that does not feed a fully connected layer")
+
+
+def host_padded_maxpool(g: Graph) -> None:
+    """Pass 4: a padded max-pool whose input may be negative runs on the host (the processor pads with zeros)."""
     for layer in g.layers:
         if layer.op == "maxpool" and any(layer.attrs["pads"]) and not _nonnegative(g, layer.inputs[0]):
             _to_host(layer, "max pooling with padding on an input that may be negative (the processor pads with "
                             "zeros, exact only after ReLU/ReLU6/Clip(lo >= 0))")
+
+
+def assign_targets(g: Graph) -> None:
+    """Pass 5: processor layers get ``target == "hw"``; unused tensors and initializers are dropped."""
     for layer in g.layers:
         if layer.op in HW_OPS:
             layer.target, layer.host_reason, layer.onnx_nodes = "hw", "", []
@@ -183,4 +190,28 @@ def fuse(graph: Graph) -> Graph:
     g.tensors = {k: v for k, v in g.tensors.items() if k in names}
     used = {v for la in g.layers for n in la.onnx_nodes for v in n.input}
     g.initializers = {k: v for k, v in g.initializers.items() if k in used}
+
+
+#: The fusion passes, in order; each rewrites the graph in place.
+FUSION_PASSES: tuple[Callable[[Graph], None], ...] = (
+    drop_identities, fold_affine_and_activations, absorb_flatten, host_padded_maxpool, assign_targets)
+
+
+def fuse(graph: Graph) -> Graph:
+    """Fuse the front end's graph into processor and host layers: :data:`FUSION_PASSES` on a copy.
+
+    Parameters
+    ----------
+    graph : Graph
+        The front end's graph (:func:`~.frontend.load_onnx` with ``fuse=False``); calling ``fuse`` on an already
+        fused graph changes nothing.
+
+    Returns
+    -------
+    Graph
+        A new graph whose layers are all of :data:`~.graph.HW_OPS` (``target == "hw"``) or ``"host"``.
+    """
+    g = copy.deepcopy(graph)
+    for fusion_pass in FUSION_PASSES:
+        fusion_pass(g)
     return g

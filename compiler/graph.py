@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT
+
 __all__ = ["TensorInfo", "Activation", "Requant", "LayerQuant", "Layer", "Graph", "HW_OPS", "fixed_point_multiplier"]
 
 #: Layer kinds the processor executes. Everything else is ``op == "host"``.
@@ -207,7 +209,12 @@ class Graph:
         return [layer for layer in self.layers if tensor in layer.inputs]
 
 
-def fixed_point_multiplier(real: float, *, mult_bits: int = 16, max_shift: int = 63) -> tuple[int, int]:
+#: Width of the signed requantization multiplier and largest shift: the parameter word layouts of the hardware.
+MULT_BITS = MULT_WORD_LAYOUT["value"].shape.width
+MAX_SHIFT = (1 << CONTROL_WORD_LAYOUT["shift"].shape.width) - 1
+
+
+def fixed_point_multiplier(real: float, *, mult_bits: int = MULT_BITS, max_shift: int = MAX_SHIFT) -> tuple[int, int]:
     """Represent a positive real factor as ``mult * 2**-shift`` with a signed ``mult_bits`` multiplier.
 
     The multiplier is normalized into ``[2**(mult_bits-2), 2**(mult_bits-1))`` for the most precision
@@ -219,9 +226,9 @@ def fixed_point_multiplier(real: float, *, mult_bits: int = 16, max_shift: int =
         The factor (for example ``input_scale * weight_scale / output_scale``). Zero gives ``(0, 0)``;
         negative factors keep their sign in ``mult``.
     mult_bits : int
-        Width of the signed multiplier (16 in the processor's parameter words).
+        Width of the signed multiplier (default: ``MULT_WORD_LAYOUT``'s ``value``).
     max_shift : int
-        Largest shift the hardware applies.
+        Largest shift the hardware applies (default: the largest value of ``CONTROL_WORD_LAYOUT``'s ``shift``).
 
     Returns
     -------
@@ -245,6 +252,6 @@ def fixed_point_multiplier(real: float, *, mult_bits: int = 16, max_shift: int =
         # the factor is tiny: shift as far as allowed, losing precision (it may round to zero)
         mult = int(round(mag * 2.0 ** max_shift))
         shift = max_shift
-    while shift < 0:
+    if shift < 0:
         raise ValueError(f"scale factor {real} is too large for a {mult_bits}-bit multiplier")
     return sign * mult, shift

@@ -20,12 +20,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dlproc.compiler.codegen import END_MARK, CodeGenerator, LayerCode, lower_fp32
+from dlproc.compiler.codegen import CodeGenerator, LayerCode, lower_fp32
 from dlproc.compiler.errors import CompileError
 from dlproc.compiler.graph import Graph, Layer
 from dlproc.compiler.memory import Region, TensorView, align, plan_activations
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
-from dlproc.processor.isa import InstructionSet, Opcode
+from dlproc.processor.isa import END_MARK, InstructionSet
+from dlproc.sim.golden import HazardError, IllegalProgram, verify_program
 
 __all__ = ["CompiledNetwork", "BundleError", "compile_graph", "BUNDLE_FORMAT"]
 
@@ -293,8 +294,7 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
         if layer.target == "hw":
             if seg_start is None:
                 seg_start = len(gen.words)
-            gen.emit(Opcode.SYNC)
-            gen.emit(Opcode.MARK, layer=idx)
+            gen.emit(gen.isa.Sync(), gen.isa.Mark(layer=idx))
             try:
                 rec = gen.generate([layer])[0]
             except (ValueError, KeyError) as exc:
@@ -316,6 +316,11 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
         layers.append(rec)
     if seg_start is not None:
         _close_segment(gen, segments, seg_start)
+    try:   # the program must be legal and free of cross-engine races on every target, not only on "ref"
+        verify_program(config, gen.words)
+    except (IllegalProgram, HazardError) as exc:
+        raise CompileError(f"the code generator emitted an invalid program for processor [{config.hardware_hash}]: "
+                           f"{exc}") from exc
     instr_offset = align(param_base + len(gen.blob))
     image = bytes(gen.blob) + b"\0" * (instr_offset - param_base - len(gen.blob)) + InstructionSet.to_bytes(gen.words)
     regions = regions + [Region("parameters", "parameters", param_base, len(gen.blob)),
@@ -361,9 +366,7 @@ def _host_unaligned_concats(graph: Graph, config: ProcessorConfig) -> Graph:
 
 
 def _close_segment(gen: CodeGenerator, segments: list[Segment], start: int) -> None:
-    gen.emit(Opcode.SYNC)
-    gen.emit(Opcode.MARK, layer=END_MARK)
-    gen.emit(Opcode.END)
+    gen.emit(gen.isa.Sync(), gen.isa.Mark(layer=END_MARK), gen.isa.End())
     segments.append(Segment("hw", start=start, count=len(gen.words) - start))
 
 

@@ -11,12 +11,17 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AxiLiteSignature", "Axi4Signature", "AXI_ID_WIDTH", "AXIL_ADDR_WIDTH", "RESP_OKAY", "RESP_SLVERR",
-           "RESP_DECERR", "BURST_INCR"]
+           "RESP_DECERR", "BURST_INCR", "AXI_PAGE_BYTES", "MAX_BURST_BEATS"]
 
 #: Width of the AXI ID signals of the processor's master (ID 0: instruction fetch, 1: DMA, 2: fc weights).
 AXI_ID_WIDTH = 4
 #: Address width of the control register slave (4 KiB register page).
 AXIL_ADDR_WIDTH = 12
+
+#: An AXI4 burst must not cross a boundary of this many bytes.
+AXI_PAGE_BYTES = 4096
+#: Longest INCR burst of AXI4, in beats.
+MAX_BURST_BEATS = 256
 
 RESP_OKAY, RESP_EXOKAY, RESP_SLVERR, RESP_DECERR = 0, 1, 2, 3
 BURST_INCR = 1

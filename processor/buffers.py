@@ -33,7 +33,8 @@ from .config import ProcessorConfig
 __all__ = [
     "BufferGeometry", "buffer_geometry", "OnChipBuffers", "BUFFER_NAMES",
     "input_entry_layout", "weight_entry_layout", "param_entry_layout", "acc_entry_layout", "output_entry_layout",
-    "MULT_WORD_LAYOUT", "CONTROL_WORD_LAYOUT", "entries_from_bytes", "bytes_from_entries",
+    "MULT_WORD_LAYOUT", "CONTROL_WORD_LAYOUT", "entries_from_bytes", "bytes_from_entries", "pack_fields",
+    "unpack_field",
 ]
 
 #: Names of the on-chip buffers, in the order of :func:`buffer_geometry`.
@@ -46,6 +47,47 @@ MULT_WORD_LAYOUT = data.StructLayout({"value": signed(16), "_unused": unsigned(1
 CONTROL_WORD_LAYOUT = data.StructLayout({
     "shift": unsigned(6), "_unused0": unsigned(2), "lo": signed(8), "hi": signed(8), "_unused1": unsigned(8),
 })
+
+
+def _field_range(layout: data.StructLayout, name: str) -> tuple[int, int, int, int]:
+    field = layout[name]
+    width, is_signed = field.shape.width, field.shape.signed
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
+    return field.offset, width, lo, hi
+
+
+def pack_fields(layout: data.StructLayout, **values) -> np.ndarray:
+    """Pack per-lane field values into words of ``layout`` (the software side of the gateware's views).
+
+    Parameters
+    ----------
+    layout : StructLayout
+        A word layout such as :data:`CONTROL_WORD_LAYOUT` (at most 64 bits).
+    **values : array_like of int
+        One array (or scalar) per field, broadcast together; fields not given are zero.
+
+    Returns
+    -------
+    ndarray of uint64
+        The packed words. A value outside its field's range raises ``ValueError`` naming the field.
+    """
+    arrays = {name: np.asarray(value, np.int64) for name, value in values.items()}
+    word = np.zeros(np.broadcast_shapes(*(a.shape for a in arrays.values())), np.uint64)
+    for name, value in arrays.items():
+        offset, width, lo, hi = _field_range(layout, name)
+        if value.size and (value.min() < lo or value.max() > hi):
+            raise ValueError(f"parameter field {name} = {value.min() if value.min() < lo else value.max()} does not "
+                             f"fit in {width} bits ({lo}..{hi})")
+        word |= (value.astype(np.uint64) & np.uint64((1 << width) - 1)) << np.uint64(offset)
+    return word
+
+
+def unpack_field(layout: data.StructLayout, name: str, words: np.ndarray) -> np.ndarray:
+    """The values of one field of ``layout`` in an array of packed words, as int64 (sign-extended if signed)."""
+    offset, width, lo, _hi = _field_range(layout, name)
+    raw = (np.asarray(words).astype(np.uint64) >> np.uint64(offset)) & np.uint64((1 << width) - 1)
+    value = raw.astype(np.int64)
+    return np.where(value >= (1 << (width - 1)), value - (1 << width), value) if lo < 0 else value
 
 
 def _check_config(config: ProcessorConfig) -> None:

@@ -18,12 +18,12 @@ from amaranth.lib.wiring import In, Out
 from .axi import RESP_OKAY, AxiLiteSignature
 from .checker import ERROR_CODE_SHAPE
 from .config import ISA_VERSION, ProcessorConfig
-from .isa import CTRL_CLEAR, CTRL_IRQ_EN, CTRL_START, MAGIC, Reg
+from .isa import CTRL_CLEAR, CTRL_IRQ_EN, CTRL_START, MAGIC, MARK_LAYER_BITS, Reg
 
 __all__ = ["ControlRegisters", "EVENT_LAYER_BITS"]
 
-#: Width of the layer id recorded by MARK.
-EVENT_LAYER_BITS = 16
+#: Width of the layer id recorded by MARK (the MARK layout's ``layer`` field).
+EVENT_LAYER_BITS = MARK_LAYER_BITS
 
 
 class ControlRegisters(wiring.Component):

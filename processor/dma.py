@@ -25,12 +25,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .axi import AXI_ID_WIDTH, BURST_INCR, RESP_OKAY
+from .axi import AXI_ID_WIDTH, AXI_PAGE_BYTES, BURST_INCR, MAX_BURST_BEATS, RESP_OKAY
 from .buffers import buffer_geometry
 from .checker import ERROR_CODE_SHAPE
 from .config import ProcessorConfig
 from .fetch import ReadBeatLayout, ReadRequestLayout
-from .isa import INSTRUCTION_BITS, Buffer, ErrorCode, InstructionSet, Opcode
+from .isa import INSTRUCTION_BITS, OPCODE_BITS, Buffer, ErrorCode, InstructionSet, Opcode, opcode_of
 
 __all__ = ["DmaEngine", "ReadChannelArbiter", "WriteRequestLayout", "WriteBeatLayout", "FETCH_ID", "LOAD_ID", "FC_ID",
            "MAX_OUTSTANDING", "MAX_BURST_BEATS", "AXI_CACHE"]
@@ -39,14 +39,8 @@ __all__ = ["DmaEngine", "ReadChannelArbiter", "WriteRequestLayout", "WriteBeatLa
 FETCH_ID, LOAD_ID, FC_ID = 0, 1, 2
 #: Bursts outstanding per direction.
 MAX_OUTSTANDING = 4
-#: Longest INCR burst of AXI4.
-MAX_BURST_BEATS = 256
 #: ARCACHE/AWCACHE: normal non-cacheable bufferable (what Zynq UltraScale+ HP ports expect from a DMA).
 AXI_CACHE = 0b0011
-
-#: Width of chunk offsets: 32-bit address plus two 16-bit loops of 32-bit strides.
-_OFFSET_BITS = 51
-
 
 def _log2(value: int) -> int:
     assert value > 0 and value & (value - 1) == 0, value
@@ -242,15 +236,25 @@ class DmaEngine(wiring.Component):
         load = data.View(isa.layout(Opcode.LOAD), word)
         store = data.View(isa.layout(Opcode.STORE), word)
         fc = data.View(isa.layout(Opcode.FC), word)
-        opcode = Signal(4)
+        opcode = Signal(OPCODE_BITS)
         is_store = Signal()
         is_fc = Signal()
-        m.d.comb += [opcode.eq(word[:4]), is_store.eq(opcode == Opcode.STORE), is_fc.eq(opcode == Opcode.FC)]
+        m.d.comb += [opcode.eq(opcode_of(word)), is_store.eq(opcode == Opcode.STORE), is_fc.eq(opcode == Opcode.FC)]
 
-        # Loop nest of chunks, the same for the three opcodes.
-        chunk_bytes = Signal(_OFFSET_BITS)
-        n1, n2 = Signal(16), Signal(16)
-        stride1, stride2 = Signal(32), Signal(32)
+        # Loop nest of chunks, the same for the three opcodes: (outer n2, stride2) x (inner n1, stride1) x chunk.
+        nests = {Opcode.LOAD: ("n1", "ddr_stride1", "n2", "ddr_stride2"),
+                 Opcode.STORE: ("n1", "ddr_stride1", "n2", "ddr_stride2"),
+                 Opcode.FC: ("n_out", "row_stride", None, None)}
+
+        def widest(position):
+            return max(isa.shape(op, names[position]).width for op, names in nests.items() if names[position])
+
+        # a chunk offset is ddr_addr + i2 * stride2 + i1 * stride1 (+ the chunk length at its end): the width of
+        # that sum by Amaranth's own rules on LOAD's fields, the widest nest
+        offset_bits = len(load.ddr_addr + load.n1 * load.ddr_stride1 + load.n2 * load.ddr_stride2 + load.len0)
+        chunk_bytes = Signal(offset_bits)
+        n1, n2 = Signal(widest(0)), Signal(widest(2))
+        stride1, stride2 = Signal(widest(1)), Signal(widest(3))
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
                 m.d.comb += [chunk_bytes.eq(load.len0), n1.eq(load.n1), n2.eq(load.n2),
@@ -261,7 +265,7 @@ class DmaEngine(wiring.Component):
             with m.Case(Opcode.FC):
                 m.d.comb += [chunk_bytes.eq(fc.n_in << _log2(segment_bytes)), n1.eq(fc.n_out), n2.eq(1),
                              stride1.eq(fc.row_stride), stride2.eq(0)]
-        ddr_addr = Signal(32)
+        ddr_addr = Signal(max(isa.shape(op, "ddr_addr").width for op in nests))
         m.d.comb += ddr_addr.eq(Mux(is_fc, fc.ddr_addr, Mux(is_store, store.ddr_addr, load.ddr_addr)))
 
         # ------------------------------------------------------------------ error state
@@ -273,12 +277,12 @@ class DmaEngine(wiring.Component):
             m.d.sync += [failed.eq(1), fail_code.eq(fail_now_code)]
 
         # ------------------------------------------------------------------ planner state
-        i1, i2 = Signal(16), Signal(16)
-        row_off = Signal(_OFFSET_BITS)      # ddr_addr + i2 * stride2
-        chunk_off = Signal(_OFFSET_BITS)    # row_off + i1 * stride1
-        cur_off = Signal(_OFFSET_BITS)      # offset of the next burst
-        chunk_left = Signal(_OFFSET_BITS - beat_log2)  # beats of the chunk not yet requested
-        fc_last_end = Signal(_OFFSET_BITS + 16)
+        i1, i2 = Signal(len(n1)), Signal(len(n2))
+        row_off = Signal(offset_bits)      # ddr_addr + i2 * stride2
+        chunk_off = Signal(offset_bits)    # row_off + i1 * stride1
+        cur_off = Signal(offset_bits)      # offset of the next burst
+        chunk_left = Signal(offset_bits - beat_log2)  # beats of the chunk not yet requested
+        fc_last_end = Signal(offset_bits + len(fc.n_out))
 
         rd_outstanding = Signal(range(MAX_OUTSTANDING + 1))
         wr_outstanding = Signal(range(MAX_OUTSTANDING + 1))
@@ -288,10 +292,12 @@ class DmaEngine(wiring.Component):
                      self.ar.payload.size.eq(beat_log2), self.ar.payload.id.eq(Mux(is_fc, FC_ID, LOAD_ID)),
                      self.aw.payload.addr.eq(req_addr), self.aw.payload.len.eq(req_beats - 1)]
 
-        phys_low = Signal(12)
-        to_4k = Signal(range(4096 // cfg.beat_bytes + 1))
+        page_bits = _log2(AXI_PAGE_BYTES)
+        phys_low = Signal(page_bits)
+        to_4k = Signal(range(AXI_PAGE_BYTES // cfg.beat_bytes + 1))
         plan = Signal(range(MAX_BURST_BEATS + 1))
-        m.d.comb += [phys_low.eq(self.ddr_base[:12] + cur_off[:12]), to_4k.eq((4096 - phys_low) >> beat_log2)]
+        m.d.comb += [phys_low.eq(self.ddr_base[:page_bits] + cur_off[:page_bits]),
+                     to_4k.eq((AXI_PAGE_BYTES - phys_low) >> beat_log2)]
         limited = Const(MAX_BURST_BEATS, range(MAX_BURST_BEATS + 1))
         for bound in (chunk_left, to_4k):
             limited = Mux(bound < limited, bound, limited)
@@ -305,7 +311,7 @@ class DmaEngine(wiring.Component):
 
         # STORE: beats granted to the output-buffer reader (chunks that passed the window check).
         grant = Signal()
-        store_credit = Signal(_OFFSET_BITS - beat_log2 + 1)
+        store_credit = Signal(offset_bits - beat_log2 + 1)
         chunk_beats = Signal.like(chunk_left)
         m.d.comb += chunk_beats.eq(chunk_bytes >> beat_log2)
 
@@ -350,10 +356,10 @@ class DmaEngine(wiring.Component):
             SyncFIFOBuffered(width=cfg.axi_data_width, depth=data_depth))
         m.submodules.w_bursts = w_bursts = ResetInserter(flush)(SyncFIFOBuffered(width=8, depth=MAX_OUTSTANDING))
 
-        sb = Signal(8)                                  # sub-block being read (sb0 + i2)
-        rd_i1 = Signal(16)
+        sb = Signal(store.sb0.shape())                  # sub-block being read (sb0 + i2)
+        rd_i1 = Signal(store.n1.shape())
         rd_row = Signal(len(self.out_rd.addr) + 1)      # buf_addr + i1 * buf_stride1
-        rd_e = Signal(16)
+        rd_e = Signal(store.n0.shape())
         rd_k = Signal(range(segment_beats))
         pending = Signal()                              # a read issued last cycle
         pending_sel = Signal(range(cfg.output_entry_bytes // cfg.beat_bytes))

@@ -38,6 +38,8 @@ Rows are padded with ``-0`` entries to a multiple of ``L`` advances, and ``L`` d
 push its partials out. This defines the summation order the golden model reproduces (``docs/numerics.md``).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -132,226 +134,207 @@ class FcUnit(wiring.Component):
         fixed = 1 + 1 + DotProductFp32.latency_for(lanes) + 1 + FpTreeSum.latency_for(L) + 1 + FpAdd.LATENCY
         return entries + fixed
 
+    # ------------------------------------------------------------------ control shared by both number formats
+    def _control(self, m: Module, element_bits: int) -> SimpleNamespace:
+        """The instruction registers, the held weight beat and the piece/entry counters of both formats.
+
+        Returns the registers (``accumulate, inp_base, acc_base, last_entry, last_row, running, group, entry,
+        inp_addr, row``), the FC view ``fc``, the ``accept`` condition of a command, the beat with the current piece
+        (``beat``, ``piece_in_beat``, ``beat_full``) and the geometry (``P``, ``groups``, ``pieces_per_beat``,
+        ``piece_layout``, ``lane_bits``, ``acc_bits``). The caller sets ``weights.ready`` with :meth:`_consume`.
+        """
+        cfg = self._config
+        c = SimpleNamespace()
+        c.P = P = self.lanes
+        c.groups = cfg.conv_ic_lanes // P                      # pieces per input entry
+        c.pieces_per_beat = cfg.axi_data_width // (element_bits * P)
+        inp_bits, c.acc_bits = cfg.input_addr_bits, cfg.acc_addr_bits
+        c.lane_bits = (cfg.conv_oc_lanes - 1).bit_length()
+        c.fc = fc = data.View(self._isa.layout(Opcode.FC), self.cmd.payload)
+        c.piece_layout = data.ArrayLayout(signed(8) if element_bits == 8 else unsigned(32), P)
+        c.element_bits = element_bits
+
+        # instruction registers
+        c.accumulate = Signal()
+        c.inp_base, c.acc_base = Signal(inp_bits), Signal(c.acc_bits)
+        c.last_entry = Signal(inp_bits + 1)        # n_in - 1
+        c.last_row = Signal(fc.n_out.shape())      # n_out - 1
+        c.running = Signal()
+        c.group = Signal(range(c.groups))          # piece within the input entry
+        c.entry = Signal(inp_bits + 1)             # input entry within the row
+        c.inp_addr = Signal(inp_bits)
+        c.row = Signal(fc.n_out.shape())
+        c.accept = self.cmd.valid & self.cmd.ready & (fc.opcode == Opcode.FC)
+        with m.If(c.accept):
+            m.d.sync += [
+                c.accumulate.eq(fc.accumulate), c.inp_base.eq(fc.inp_base), c.acc_base.eq(fc.acc_base),
+                c.last_entry.eq(fc.n_in - 1), c.last_row.eq(fc.n_out - 1),
+                c.group.eq(0), c.entry.eq(0), c.inp_addr.eq(fc.inp_base), c.row.eq(0), c.running.eq(1),
+            ]
+        c.row_done = (c.entry == c.last_entry) & (c.group == c.groups - 1)
+
+        # the held beat
+        c.beat = Signal(cfg.axi_data_width)
+        c.beat_full = Signal()
+        c.piece_in_beat = (c.group[:(c.pieces_per_beat - 1).bit_length()] if c.pieces_per_beat > 1
+                           else Const(0, 1))
+        return c
+
+    def _consume(self, m: Module, c: SimpleNamespace, issue) -> None:
+        """A piece of the held beat issues with ``issue``: take the next beat, and step the piece/entry counters."""
+        consume = issue & (c.piece_in_beat == c.pieces_per_beat - 1)
+        m.d.comb += self.weights.ready.eq(~c.beat_full | consume)
+        with m.If(self.weights.valid & self.weights.ready):
+            m.d.sync += [c.beat.eq(self.weights.payload), c.beat_full.eq(1)]
+        with m.Elif(consume):
+            m.d.sync += c.beat_full.eq(0)
+        m.d.comb += [self.inp_rd.addr.eq(c.inp_addr), self.inp_rd.en.eq(issue)]
+        with m.If(issue):
+            with m.If(c.group != c.groups - 1):
+                m.d.sync += c.group.eq(c.group + 1)
+            with m.Else():
+                m.d.sync += c.group.eq(0)
+                with m.If(c.entry != c.last_entry):
+                    m.d.sync += [c.entry.eq(c.entry + 1), c.inp_addr.eq(c.inp_addr + 1)]
+                with m.Else():
+                    m.d.sync += [c.entry.eq(0), c.inp_addr.eq(c.inp_base)]
+
+    def _dot(self, m: Module, c: SimpleNamespace, dot, s1, s1_group, s1_piece, ctl_layout) -> list:
+        """The dot product of the piece issued last cycle with its input entry; returns the control registers
+        delayed by the dot product's latency (``[]`` when it has none)."""
+        entry_groups = data.View(data.ArrayLayout(c.piece_layout, c.groups), self.inp_rd.data)
+        m.d.comb += [dot.a.eq(s1_piece), dot.b.eq(entry_groups[s1_group])]
+        delayed = [Signal(ctl_layout, name=f"dot_ctl{k}") for k in range(dot.LATENCY)]
+        if delayed:
+            m.d.sync += delayed[0].eq(s1)
+            for k in range(1, len(delayed)):
+                m.d.sync += delayed[k].eq(delayed[k - 1])
+        return delayed
+
+    def _write_lane(self, m: Module, entry, lane, value, valid) -> None:
+        """Write ``value`` into lane ``lane`` of accumulator entry ``entry`` when ``valid``."""
+        cfg = self._config
+        lane_enable = Signal(unsigned(cfg.conv_oc_lanes))
+        m.d.comb += lane_enable.eq(Const(1, cfg.conv_oc_lanes) << lane)
+        m.d.comb += [
+            self.acc_wr.addr.eq(entry), self.acc_wr.data.eq(Cat(*(value for _ in range(cfg.conv_oc_lanes)))),
+            self.acc_wr.en.eq(Mux(valid, lane_enable, 0)),
+        ]
+
     def elaborate(self, platform):
         if self._config.dtype == "fp32":
             return self._elaborate_fp32()
         m = Module()
         cfg = self._config
-        P = self.lanes
-        groups = cfg.conv_ic_lanes // P              # pieces per input entry
-        pieces_per_beat = cfg.beat_bytes // P
-        inp_bits, acc_bits = cfg.input_addr_bits, cfg.acc_addr_bits
-        lane_bits = (cfg.conv_oc_lanes - 1).bit_length()
-        fc = data.View(self._isa.layout(Opcode.FC), self.cmd.payload)
-        piece_layout = data.ArrayLayout(signed(8), P)
-
-        # ------------------------------------------------------------------ instruction registers
-        accumulate = Signal()
-        inp_base, acc_base = Signal(inp_bits), Signal(acc_bits)
-        last_entry = Signal(inp_bits + 1)   # n_in - 1
-        last_row = Signal(16)               # n_out - 1
-        running = Signal()
-        group = Signal(range(groups))       # piece within the input entry
-        entry = Signal(inp_bits + 1)        # input entry within the row
-        inp_addr = Signal(inp_bits)
-        row = Signal(16)
-
-        # ------------------------------------------------------------------ the held beat
-        beat = Signal(cfg.axi_data_width)
-        beat_full = Signal()
-        piece_in_beat = group[:(pieces_per_beat - 1).bit_length()] if pieces_per_beat > 1 else Const(0, 1)
-        issue = running & beat_full
-        consume = issue & (piece_in_beat == pieces_per_beat - 1)
-        m.d.comb += self.weights.ready.eq(~beat_full | consume)
-        with m.If(self.weights.valid & self.weights.ready):
-            m.d.sync += [beat.eq(self.weights.payload), beat_full.eq(1)]
-        with m.Elif(consume):
-            m.d.sync += beat_full.eq(0)
-
-        # ------------------------------------------------------------------ pipeline registers
-        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "row": 16})
-        s1 = Signal(ctl_layout)
-        s1_group = Signal(range(groups))
-        s1_piece = Signal(piece_layout)
-        delayed = [Signal(ctl_layout, name=f"dot_ctl{k}") for k in range(DotProductInt8.LATENCY)]
-        row_sum = Signal(signed(32))
-        wr_valid, wr_sum = Signal(), Signal(signed(32))
-        wr_entry, wr_lane = Signal(acc_bits), Signal(max(1, lane_bits))
-
-        busy = running | s1.valid | wr_valid
-        for stage in delayed:
-            busy = busy | stage.valid
-        m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
-
-        # ------------------------------------------------------------------ accept a command
-        with m.If(self.cmd.valid & self.cmd.ready & (fc.opcode == Opcode.FC)):
-            m.d.sync += [
-                accumulate.eq(fc.accumulate), inp_base.eq(fc.inp_base), acc_base.eq(fc.acc_base),
-                last_entry.eq(fc.n_in - 1), last_row.eq(fc.n_out - 1),
-                group.eq(0), entry.eq(0), inp_addr.eq(fc.inp_base), row.eq(0), running.eq(1),
-            ]
+        c = self._control(m, 8)
+        lane_bits, acc_bits = c.lane_bits, c.acc_bits
 
         # ------------------------------------------------------------------ issue one piece per cycle
-        row_done = (entry == last_entry) & (group == groups - 1)
-        m.d.comb += [self.inp_rd.addr.eq(inp_addr), self.inp_rd.en.eq(issue)]
+        issue = c.running & c.beat_full
+        self._consume(m, c, issue)
+        with m.If(issue & c.row_done):
+            m.d.sync += c.row.eq(c.row + 1)
+            with m.If(c.row == c.last_row):
+                m.d.sync += c.running.eq(0)
+        ctl_layout = data.StructLayout({"valid": 1, "first": 1, "last": 1, "row": c.fc.n_out.shape()})
+        s1 = Signal(ctl_layout)
+        s1_group = Signal(range(c.groups))
+        s1_piece = Signal(c.piece_layout)
         m.d.sync += [
-            s1.valid.eq(issue), s1.first.eq((entry == 0) & (group == 0)), s1.last.eq(row_done), s1.row.eq(row),
-            s1_group.eq(group), s1_piece.eq(beat.word_select(piece_in_beat, 8 * P)),
+            s1.valid.eq(issue), s1.first.eq((c.entry == 0) & (c.group == 0)), s1.last.eq(c.row_done),
+            s1.row.eq(c.row), s1_group.eq(c.group), s1_piece.eq(c.beat.word_select(c.piece_in_beat, 8 * c.P)),
         ]
-        with m.If(issue):
-            with m.If(group != groups - 1):
-                m.d.sync += group.eq(group + 1)
-            with m.Else():
-                m.d.sync += group.eq(0)
-                with m.If(entry != last_entry):
-                    m.d.sync += [entry.eq(entry + 1), inp_addr.eq(inp_addr + 1)]
-                with m.Else():
-                    m.d.sync += [entry.eq(0), inp_addr.eq(inp_base), row.eq(row + 1)]
-                    with m.If(row == last_row):
-                        m.d.sync += running.eq(0)
 
         # ------------------------------------------------------------------ multiply and sum the piece
-        m.submodules.dot = dot = DotProductInt8(lanes=P)
-        entry_groups = data.View(data.ArrayLayout(piece_layout, groups), self.inp_rd.data)
-        m.d.comb += [dot.a.eq(s1_piece), dot.b.eq(entry_groups[s1_group])]
-        m.d.sync += delayed[0].eq(s1)
-        for k in range(1, len(delayed)):
-            m.d.sync += delayed[k].eq(delayed[k - 1])
+        m.submodules.dot = dot = DotProductInt8(lanes=c.P)
+        delayed = self._dot(m, c, dot, s1, s1_group, s1_piece, ctl_layout)
         ctl = delayed[-1]
 
         # ------------------------------------------------------------------ the row accumulator
+        row_sum = Signal(signed(32))
         total = Signal(signed(32))
         m.d.comb += total.eq(Mux(ctl.first, 0, row_sum) + dot.sum)
         with m.If(ctl.valid):
             m.d.sync += row_sum.eq(total)
         row_entry = Signal(acc_bits)
-        m.d.comb += row_entry.eq(acc_base + (ctl.row >> lane_bits))
+        m.d.comb += row_entry.eq(c.acc_base + (ctl.row >> lane_bits))
         m.d.comb += [self.acc_rd.addr.eq(row_entry), self.acc_rd.en.eq(ctl.valid & ctl.last)]
+        wr_valid, wr_sum = Signal(), Signal(signed(32))
+        wr_entry, wr_lane = Signal(acc_bits), Signal(max(1, lane_bits))
         m.d.sync += [wr_valid.eq(ctl.valid & ctl.last), wr_sum.eq(total), wr_entry.eq(row_entry),
                      wr_lane.eq(ctl.row[:lane_bits] if lane_bits else 0)]
 
         # ------------------------------------------------------------------ write one accumulator lane
         old = data.View(acc_entry_layout(cfg), self.acc_rd.data)[wr_lane]
         result = Signal(signed(32))
-        m.d.comb += result.eq(wr_sum + Mux(accumulate, old, 0))
-        lane_enable = Signal(unsigned(cfg.conv_oc_lanes))
-        m.d.comb += lane_enable.eq(Const(1, cfg.conv_oc_lanes) << wr_lane)
-        m.d.comb += [
-            self.acc_wr.addr.eq(wr_entry), self.acc_wr.data.eq(Cat(*(result for _ in range(cfg.conv_oc_lanes)))),
-            self.acc_wr.en.eq(Mux(wr_valid, lane_enable, 0)),
-        ]
+        m.d.comb += result.eq(wr_sum + Mux(c.accumulate, old, 0))
+        self._write_lane(m, wr_entry, wr_lane, result, wr_valid)
+
+        busy = c.running | s1.valid | wr_valid
+        for stage in delayed:
+            busy = busy | stage.valid
+        m.d.comb += [self.busy.eq(busy), self.cmd.ready.eq(~busy)]
         return m
 
     def _elaborate_fp32(self):
         m = Module()
         cfg = self._config
-        P = self.lanes
         L = self.PARTIAL_SUMS
-        groups = cfg.conv_ic_lanes // P              # pieces per input entry
-        pieces_per_beat = cfg.beat_bytes // (4 * P)
-        inp_bits, acc_bits = cfg.input_addr_bits, cfg.acc_addr_bits
-        lane_bits = (cfg.conv_oc_lanes - 1).bit_length()
-        fc = data.View(self._isa.layout(Opcode.FC), self.cmd.payload)
-        piece_layout = data.ArrayLayout(unsigned(32), P)
-
-        # ------------------------------------------------------------------ instruction registers
-        accumulate = Signal()
-        inp_base, acc_base = Signal(inp_bits), Signal(acc_bits)
-        last_entry = Signal(inp_bits + 1)   # n_in - 1
-        last_row = Signal(16)               # n_out - 1
-        running = Signal()
-        group = Signal(range(groups))       # piece within the input entry
-        entry = Signal(inp_bits + 1)        # input entry within the row
-        inp_addr = Signal(inp_bits)
-        row = Signal(16)
-        prev_row = Signal(16)               # the row whose partials the head of this row collects
+        c = self._control(m, 32)
+        lane_bits, acc_bits = c.lane_bits, c.acc_bits
+        prev_row = Signal(c.fc.n_out.shape())  # the row whose partials the head of this row collects
         first_row = Signal()                # no previous row to collect
         slot = Signal(range(L))             # partial sum of the next entry
         head = Signal()                     # the next entry is among the first L of its row
         padding = Signal()                  # the row's pieces are done: pad to a multiple of L
         draining = Signal()                 # after the last row: L entries push its partials out
-
-        # ------------------------------------------------------------------ the held beat
-        beat = Signal(cfg.axi_data_width)
-        beat_full = Signal()
-        piece_in_beat = group[:(pieces_per_beat - 1).bit_length()] if pieces_per_beat > 1 else Const(0, 1)
-        real = running & ~padding & ~draining & beat_full   # a piece of weights issues
-        filler = running & (padding | draining)              # a padding or drain entry issues
-        advance = real | filler
-        consume = real & (piece_in_beat == pieces_per_beat - 1)
-        m.d.comb += self.weights.ready.eq(~beat_full | consume)
-        with m.If(self.weights.valid & self.weights.ready):
-            m.d.sync += [beat.eq(self.weights.payload), beat_full.eq(1)]
-        with m.Elif(consume):
-            m.d.sync += beat_full.eq(0)
-
-        # ------------------------------------------------------------------ pipeline registers
-        ctl_layout = data.StructLayout({"valid": 1, "pad": 1, "head": 1, "collect": 1, "last_slot": 1, "row": 16})
-        s1 = Signal(ctl_layout)
-        s1_group = Signal(range(groups))
-        s1_piece = Signal(piece_layout)
-        m.submodules.dot = dot = DotProductFp32(lanes=P)
-        delayed = [Signal(ctl_layout, name=f"dot_ctl{k}") for k in range(dot.LATENCY)]
-        ctl = delayed[-1] if delayed else s1
-
-        # ------------------------------------------------------------------ accept a command
-        with m.If(self.cmd.valid & self.cmd.ready & (fc.opcode == Opcode.FC)):
-            m.d.sync += [
-                accumulate.eq(fc.accumulate), inp_base.eq(fc.inp_base), acc_base.eq(fc.acc_base),
-                last_entry.eq(fc.n_in - 1), last_row.eq(fc.n_out - 1),
-                group.eq(0), entry.eq(0), inp_addr.eq(fc.inp_base), row.eq(0), running.eq(1),
-                first_row.eq(1), slot.eq(0), head.eq(1), padding.eq(0), draining.eq(0),
-            ]
+        with m.If(c.accept):
+            m.d.sync += [first_row.eq(1), slot.eq(0), head.eq(1), padding.eq(0), draining.eq(0)]
 
         # ------------------------------------------------------------------ issue one entry per cycle
-        row_done = (entry == last_entry) & (group == groups - 1)
+        real = c.running & ~padding & ~draining & c.beat_full   # a piece of weights issues
+        filler = c.running & (padding | draining)              # a padding or drain entry issues
+        advance = real | filler
+        self._consume(m, c, real)
+        ctl_layout = data.StructLayout({"valid": 1, "pad": 1, "head": 1, "collect": 1, "last_slot": 1,
+                                        "row": c.fc.n_out.shape()})
+        s1 = Signal(ctl_layout)
+        s1_group = Signal(range(c.groups))
+        s1_piece = Signal(c.piece_layout)
         slot_wraps = slot == L - 1
-        m.d.comb += [self.inp_rd.addr.eq(inp_addr), self.inp_rd.en.eq(real)]
         m.d.sync += [
             s1.valid.eq(advance), s1.pad.eq(~real), s1.head.eq(head | draining),
             s1.collect.eq((head & ~first_row) | draining), s1.last_slot.eq(slot_wraps), s1.row.eq(prev_row),
-            s1_group.eq(group), s1_piece.eq(beat.word_select(piece_in_beat, 32 * P)),
+            s1_group.eq(c.group), s1_piece.eq(c.beat.word_select(c.piece_in_beat, 32 * c.P)),
         ]
 
         def next_row() -> None:
             # the row (its pieces and padding) is complete: start the next one, or drain after the last
-            m.d.sync += [prev_row.eq(row), first_row.eq(0), head.eq(1), padding.eq(0)]
-            with m.If(row == last_row):
+            m.d.sync += [prev_row.eq(c.row), first_row.eq(0), head.eq(1), padding.eq(0)]
+            with m.If(c.row == c.last_row):
                 m.d.sync += draining.eq(1)
             with m.Else():
-                m.d.sync += row.eq(row + 1)
+                m.d.sync += c.row.eq(c.row + 1)
 
         with m.If(advance):
             m.d.sync += slot.eq(Mux(slot_wraps, 0, slot + 1))
             with m.If(slot_wraps):
                 m.d.sync += head.eq(0)
-        with m.If(real):
-            with m.If(group != groups - 1):
-                m.d.sync += group.eq(group + 1)
+        with m.If(real & c.row_done):
+            with m.If(slot_wraps):
+                next_row()
             with m.Else():
-                m.d.sync += group.eq(0)
-                with m.If(entry != last_entry):
-                    m.d.sync += [entry.eq(entry + 1), inp_addr.eq(inp_addr + 1)]
-                with m.Else():
-                    m.d.sync += [entry.eq(0), inp_addr.eq(inp_base)]
-            with m.If(row_done):
-                with m.If(slot_wraps):
-                    next_row()
-                with m.Else():
-                    m.d.sync += padding.eq(1)
+                m.d.sync += padding.eq(1)
         with m.Elif(filler & slot_wraps):
             with m.If(draining):
-                m.d.sync += [running.eq(0), draining.eq(0)]
+                m.d.sync += [c.running.eq(0), draining.eq(0)]
             with m.Else():
                 next_row()
 
         # ------------------------------------------------------------------ multiply and sum the piece
-        entry_groups = data.View(data.ArrayLayout(piece_layout, groups), self.inp_rd.data)
-        m.d.comb += [dot.a.eq(s1_piece), dot.b.eq(entry_groups[s1_group])]
-        if delayed:
-            m.d.sync += delayed[0].eq(s1)
-            for k in range(1, len(delayed)):
-                m.d.sync += delayed[k].eq(delayed[k - 1])
+        m.submodules.dot = dot = DotProductFp32(lanes=c.P)
+        delayed = self._dot(m, c, dot, s1, s1_group, s1_piece, ctl_layout)
+        ctl = delayed[-1] if delayed else s1
 
         # ------------------------------------------------------------------ the ring of L partial sums
         ring = FpAdd()
@@ -365,7 +348,7 @@ class FcUnit(wiring.Component):
             for k in range(1, L - 1):
                 m.d.sync += held[k].eq(held[k - 1])
         m.submodules.tree = tree = FpTreeSum(terms=L)
-        tree_valid, tree_row = Signal(), Signal(16)
+        tree_valid, tree_row = Signal(), Signal(c.fc.n_out.shape())
         partials = Signal(data.ArrayLayout(32, L))
         # held[-1] is the oldest (slot 0); the current ring output is slot L-1
         m.d.sync += [partials[k].eq(held[L - 2 - k]) for k in range(L - 1)]
@@ -376,14 +359,14 @@ class FcUnit(wiring.Component):
         sum_row = tree_row
         in_flight = [tree_valid]
         for k in range(tree.LATENCY):
-            v, r = Signal(name=f"tree_valid{k}"), Signal(16, name=f"tree_row{k}")
+            v, r = Signal(name=f"tree_valid{k}"), Signal(c.fc.n_out.shape(), name=f"tree_row{k}")
             m.d.sync += [v.eq(sum_valid), r.eq(sum_row)]
             sum_valid, sum_row = v, r
             in_flight.append(v)
 
         # ------------------------------------------------------------------ accumulate and write one lane
         row_entry = Signal(acc_bits)
-        m.d.comb += row_entry.eq(acc_base + (sum_row >> lane_bits))
+        m.d.comb += row_entry.eq(c.acc_base + (sum_row >> lane_bits))
         m.d.comb += [self.acc_rd.addr.eq(row_entry), self.acc_rd.en.eq(sum_valid)]
         rd_valid, rd_sum = Signal(), Signal(32)
         rd_entry, rd_lane = Signal(acc_bits), Signal(max(1, lane_bits))
@@ -391,7 +374,7 @@ class FcUnit(wiring.Component):
                      rd_lane.eq(sum_row[:lane_bits] if lane_bits else 0)]
         old = data.View(acc_entry_layout(cfg), self.acc_rd.data)[rd_lane]
         m.submodules.acc_add = acc_add = FpAdd()
-        m.d.comb += [acc_add.a.eq(Mux(accumulate, old, NEG_ZERO)), acc_add.b.eq(rd_sum)]
+        m.d.comb += [acc_add.a.eq(Mux(c.accumulate, old, NEG_ZERO)), acc_add.b.eq(rd_sum)]
         wr_valid, wr_entry, wr_lane = rd_valid, rd_entry, rd_lane
         for k in range(FpAdd.LATENCY):
             v, e, la = Signal(name=f"wr_valid{k}"), Signal(acc_bits, name=f"wr_entry{k}"), \
@@ -399,16 +382,10 @@ class FcUnit(wiring.Component):
             m.d.sync += [v.eq(wr_valid), e.eq(wr_entry), la.eq(wr_lane)]
             wr_valid, wr_entry, wr_lane = v, e, la
             in_flight.append(v)
-        lane_enable = Signal(unsigned(cfg.conv_oc_lanes))
-        m.d.comb += lane_enable.eq(Const(1, cfg.conv_oc_lanes) << wr_lane)
-        m.d.comb += [
-            self.acc_wr.addr.eq(wr_entry),
-            self.acc_wr.data.eq(Cat(*(acc_add.y for _ in range(cfg.conv_oc_lanes)))),
-            self.acc_wr.en.eq(Mux(wr_valid, lane_enable, 0)),
-        ]
+        self._write_lane(m, wr_entry, wr_lane, acc_add.y, wr_valid)
 
         # ------------------------------------------------------------------ busy
-        busy = running | s1.valid | rd_valid
+        busy = c.running | s1.valid | rd_valid
         for stage in delayed:
             busy = busy | stage.valid
         for valid in in_flight:

@@ -22,12 +22,18 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .axi import RESP_OKAY
+from .axi import AXI_PAGE_BYTES, MAX_BURST_BEATS, RESP_OKAY
 from .checker import ERROR_CODE_SHAPE
 from .config import INSTRUCTION_BYTES, ProcessorConfig
 from .isa import INSTRUCTION_BITS, ErrorCode
 
-__all__ = ["FetchUnit", "FetchedLayout", "ReadRequestLayout", "ReadBeatLayout"]
+__all__ = ["FetchUnit", "FetchedLayout", "ReadRequestLayout", "ReadBeatLayout", "FETCH_DEPTH",
+           "FETCH_BURST_INSTRUCTIONS"]
+
+#: Depth of the prefetch FIFO in instructions (the processor's :class:`FetchUnit`).
+FETCH_DEPTH = 8
+#: Instructions per fetch burst; a burst is requested when the FIFO has room for all of it.
+FETCH_BURST_INSTRUCTIONS = 4
 
 
 class FetchedLayout(data.StructLayout):
@@ -102,13 +108,15 @@ class FetchUnit(wiring.Component):
         The read data beats of this unit's ID (always accepted).
     """
 
-    def __init__(self, *, config: ProcessorConfig, depth: int = 8, burst_instructions: int = 4, fetch_id: int = 0,
+    def __init__(self, *, config: ProcessorConfig, depth: int = FETCH_DEPTH,
+                 burst_instructions: int = FETCH_BURST_INSTRUCTIONS, fetch_id: int = 0,
                  id_width: int = 4):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         beats = max(1, INSTRUCTION_BITS // config.axi_data_width)
-        if not isinstance(burst_instructions, int) or not 1 <= burst_instructions * beats <= 256:
-            raise ValueError(f"burst_instructions must make a burst of 1 to 256 beats, not {burst_instructions!r}")
+        if not isinstance(burst_instructions, int) or not 1 <= burst_instructions * beats <= MAX_BURST_BEATS:
+            raise ValueError(f"burst_instructions must make a burst of 1 to {MAX_BURST_BEATS} beats, "
+                             f"not {burst_instructions!r}")
         if not isinstance(depth, int) or depth < burst_instructions:
             raise ValueError(f"depth must be an integer >= burst_instructions ({burst_instructions}), not {depth!r}")
         self._config = config
@@ -155,15 +163,17 @@ class FetchUnit(wiring.Component):
         # ------------------------------------------------------------------ burst planning
         remaining = Signal(32)
         in_window = Signal(32 + 6)
-        to_4k = Signal(range(4096 // INSTRUCTION_BYTES + 1))
+        to_4k = Signal(range(AXI_PAGE_BYTES // INSTRUCTION_BYTES + 1))
         plan = Signal(range(burst + 1))
         space_ok = Signal()
-        phys_low = Signal(12)
+        page_bits = AXI_PAGE_BYTES.bit_length() - 1
+        instr_log2 = INSTRUCTION_BYTES.bit_length() - 1
+        phys_low = Signal(page_bits)
         m.d.comb += [
             remaining.eq(count - next_pc),
-            in_window.eq(Mux(size > next_off, (size - next_off) >> 5, 0)),
-            phys_low.eq(base[:12] + next_off[:12]),
-            to_4k.eq((4096 - phys_low) >> 5),
+            in_window.eq(Mux(size > next_off, (size - next_off) >> instr_log2, 0)),
+            phys_low.eq(base[:page_bits] + next_off[:page_bits]),
+            to_4k.eq((AXI_PAGE_BYTES - phys_low) >> instr_log2),
         ]
         limited = Const(burst, range(burst + 1))
         for bound in (remaining, in_window, to_4k):

@@ -4,9 +4,13 @@ Every instruction is one 256-bit word (:data:`INSTRUCTION_BYTES` bytes, little-e
 are the :class:`Opcode`; the remaining fields are an Amaranth :class:`~amaranth.lib.data.StructLayout` per
 opcode whose buffer-address widths are derived from the :class:`~dlproc.processor.config.ProcessorConfig`.
 
-* The gateware decoder views the fetched word as ``data.View(isa.layout(op), word)`` and switches on the opcode.
-* The compiler packs instructions with :meth:`InstructionSet.encode` (the same layouts, via their field offsets).
-* The golden model unpacks them with :meth:`InstructionSet.decode`.
+* The gateware decoder views the fetched word as ``data.View(isa.layout(op), word)`` and switches on
+  :func:`opcode_of`; registers that hold a field take its shape from :meth:`InstructionSet.shape`.
+* The compiler builds typed instructions, one frozen class per opcode generated from the same layouts
+  (``isa.Gemm(mode=GemmMode.MAC, r0=..., ...)``, fields range-checked at construction), and packs them with
+  :meth:`Instruction.encode`.
+* The golden model and the estimate unpack words with :meth:`InstructionSet.decode` into the same classes.
+* Which engine runs an opcode is :attr:`Opcode.engine`; the legality rules are in :mod:`.rules`.
 
 The semantics of each instruction are given in ``docs/isa.md`` and executed by ``dlproc.sim.golden``.
 This module also holds the control/status register map and the error codes shared by gateware, driver and
@@ -15,10 +19,12 @@ golden model.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from amaranth.hdl import signed, unsigned
@@ -29,7 +35,9 @@ from .config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 __all__ = [
     "INSTRUCTION_BITS", "INSTRUCTION_BYTES", "ISA_VERSION", "Opcode", "Buffer", "GemmMode", "ErrorCode",
     "Reg", "CTRL_START", "CTRL_CLEAR", "CTRL_IRQ_EN", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
-    "MAGIC", "InstructionSet", "Instruction", "IsaError", "EXTENT_BITS",
+    "MAGIC", "InstructionSet", "Instruction", "IsaError", "EXTENT_BITS", "OPCODE_BITS", "Engine",
+    "opcodes_of", "opcode_of", "INSTRUCTION_CLASSES", "Load", "Store", "Gemm", "Post", "Fc", "Sync", "Mark", "End",
+    "END_MARK", "MARK_LAYER_BITS",
 ]
 
 INSTRUCTION_BITS = INSTRUCTION_BYTES * 8
@@ -57,6 +65,11 @@ class Opcode(enum.IntEnum):
     SYNC = 6   #: wait until both engines are idle
     MARK = 7   #: record (layer id, cycle counter) in the event log
     END = 8    #: wait until both engines are idle, then stop with DONE
+
+    @property
+    def engine(self) -> Engine:
+        """The :class:`Engine` that executes this opcode (the one table: dispatcher, golden model, estimate)."""
+        return _ENGINE_OF[self]
 
 
 class Buffer(enum.IntEnum):
@@ -121,22 +134,149 @@ CTRL_START, CTRL_CLEAR, CTRL_IRQ_EN = 1 << 0, 1 << 1, 1 << 2
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1 << 0, 1 << 1, 1 << 2
 
 
-@dataclass(frozen=True)
+class Engine(enum.Enum):
+    """The unit that executes an instruction; the dispatcher issues in order, each engine one instruction at a time."""
+
+    DMA = "dma"          #: LOAD, STORE, FC (the fc module streams its weights through the DMA engine)
+    COMPUTE = "compute"  #: GEMM, POST on the conv array and the post-processor
+    CONTROL = "control"  #: SYNC, MARK, END: executed by the dispatcher itself
+
+
+_ENGINE_OF = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.FC: Engine.DMA,
+              Opcode.GEMM: Engine.COMPUTE, Opcode.POST: Engine.COMPUTE,
+              Opcode.SYNC: Engine.CONTROL, Opcode.MARK: Engine.CONTROL, Opcode.END: Engine.CONTROL}
+
+
+def opcodes_of(engine: Engine) -> tuple[Opcode, ...]:
+    """The opcodes an :class:`Engine` executes, in opcode order."""
+    return tuple(op for op in Opcode if _ENGINE_OF[op] is engine)
+
+
+def opcode_of(word):
+    """The opcode bits of an instruction word: an ``int`` for an ``int``, a slice for an Amaranth value."""
+    if isinstance(word, int):
+        return word & ((1 << OPCODE_BITS) - 1)
+    return word[:OPCODE_BITS]
+
+
+def _field_shapes(config: ProcessorConfig) -> dict[Opcode, dict[str, Any]]:
+    """The operand fields of every opcode, in layout order (low bits first, after the opcode)."""
+    c = config
+    inp, wgt, acc, par = c.input_addr_bits, c.weight_addr_bits, c.acc_addr_bits, c.param_addr_bits
+    buf_any = max(inp, wgt, par)
+    ext = unsigned(EXTENT_BITS)
+    ddr = unsigned(DDR_BITS)
+    return {
+        Opcode.LOAD: {
+            "buffer": unsigned(2),           # Buffer
+            "buf_addr": unsigned(buf_any),   # first entry written
+            "ddr_addr": ddr,                 # byte offset of chunk (0, 0)
+            "len0": unsigned(LEN_BITS),      # bytes per chunk, multiple of the AXI beat
+            "n1": unsigned(16), "ddr_stride1": ddr,
+            "n2": unsigned(16), "ddr_stride2": ddr,
+        },
+        Opcode.STORE: {
+            "buf_addr": unsigned(acc),       # first output entry read
+            "ddr_addr": ddr,
+            "n0": unsigned(16),              # output entries (pixels) per row, contiguous in DDR
+            "n1": unsigned(16), "ddr_stride1": ddr, "buf_stride1": unsigned(acc + 1),
+            "n2": unsigned(8), "ddr_stride2": ddr,
+            "sb0": unsigned(8),              # first channel sub-block of the output entry
+        },
+        Opcode.GEMM: {
+            "mode": unsigned(2),             # GemmMode
+            "overwrite": unsigned(1),        # first reduction step writes instead of accumulating
+            "finalize": unsigned(1),         # last reduction step also post-processes into the output buffer
+            "acc_base": unsigned(acc), "out_base": unsigned(acc),
+            "inp_base": unsigned(inp), "wgt_base": unsigned(wgt), "param_addr": unsigned(par),
+            "r0": ext, "r1": ext, "r2": ext, "s0": ext, "s1": ext,
+            "ri0": unsigned(inp), "ri1": unsigned(inp), "ri2": unsigned(inp),
+            "si0": unsigned(inp), "si1": unsigned(inp),
+            "imm": signed(16),
+        },
+        Opcode.POST: {
+            "acc_base": unsigned(acc), "out_base": unsigned(acc), "n": unsigned(acc + 1),
+            "param_addr": unsigned(par), "param_inc": unsigned(1),
+        },
+        Opcode.FC: {
+            "accumulate": unsigned(1),
+            "ddr_addr": ddr, "row_stride": ddr,
+            "n_out": unsigned(16), "n_in": unsigned(inp + 1),
+            "inp_base": unsigned(inp), "acc_base": unsigned(acc),
+        },
+        Opcode.SYNC: {},
+        Opcode.MARK: {"layer": unsigned(16)},
+        Opcode.END: {},
+    }
+
+
 class Instruction:
-    """A decoded instruction: its opcode and a dictionary of integer field values."""
+    """A typed instruction: one frozen dataclass per opcode (:class:`Load`, :class:`Gemm`, ...).
 
-    opcode: Opcode
-    fields: dict[str, int]
+    The classes are generated from the layouts of :func:`_field_shapes`: one ``int`` field per operand (default 0).
+    An instruction belongs to an :class:`InstructionSet` (its ``isa``), which checks every field against its
+    width at construction and packs it with :meth:`encode`. Make them with the set's factories,
+    ``isa.Gemm(mode=GemmMode.MAC, r0=2, ...)``, or get them from :meth:`InstructionSet.decode`.
+    """
 
-    def __getattr__(self, name: str) -> int:
-        try:
-            return self.fields[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    opcode: ClassVar[Opcode]
+    isa: InstructionSet
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that executes this instruction."""
+        return self.opcode.engine
+
+    @property
+    def fields(self) -> dict[str, int]:
+        """The operand values by name, in layout order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "isa"}  # type: ignore
+
+    def encode(self) -> int:
+        """This instruction as an integer of :data:`INSTRUCTION_BITS` bits."""
+        word = int(self.opcode)
+        for name, offset, width, _signed in self.isa._offsets[self.opcode]:
+            word |= (getattr(self, name) & ((1 << width) - 1)) << offset
+        return word
+
+    def _check(self) -> None:
+        # called by __post_init__ of the generated classes: fields become plain ints in their ranges
+        for name, _offset, width, is_signed in self.isa._offsets[self.opcode]:
+            raw = getattr(self, name)
+            value = int(raw)
+            if value != raw:
+                raise IsaError(f"{self.opcode.name}.{name} = {raw!r} is not an integer")
+            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
+            if not lo <= value <= hi:
+                raise IsaError(f"{self.opcode.name}.{name} = {value} does not fit in {width} "
+                               f"{'signed' if is_signed else 'unsigned'} bits ({lo}..{hi})")
+            object.__setattr__(self, name, value)
 
     def __str__(self) -> str:
         args = " ".join(f"{k}={v}" for k, v in self.fields.items())
-        return f"{self.opcode.name} {args}"
+        return f"{self.opcode.name} {args}".rstrip()
+
+
+def _instruction_class(opcode: Opcode, names: list[str]) -> type[Instruction]:
+    cls = dataclasses.make_dataclass(
+        opcode.name.capitalize(),
+        [(name, int, dataclasses.field(default=0)) for name in names]
+        + [("isa", "InstructionSet", dataclasses.field(kw_only=True, repr=False, compare=False))],
+        bases=(Instruction,), frozen=True, namespace={"opcode": opcode, "__post_init__": Instruction._check,
+                                                      "__module__": __name__})
+    cls.__doc__ = f"The {opcode.name} instruction (fields: {', '.join(names) or 'none'})."
+    return cls
+
+
+#: The instruction class of every opcode; its field names are config-independent (only widths vary).
+INSTRUCTION_CLASSES: dict[Opcode, type[Instruction]] = {
+    op: _instruction_class(op, list(fields)) for op, fields in _field_shapes(ProcessorConfig()).items()}
+Load, Store, Gemm, Post, Fc, Sync, Mark, End = (INSTRUCTION_CLASSES[op] for op in Opcode)
+
+#: Width of a MARK's layer id (the event log stores it).
+MARK_LAYER_BITS = _field_shapes(ProcessorConfig())[Opcode.MARK]["layer"].width
+#: Layer id of the MARK recorded just before END (closes the last layer's interval): the largest ``layer`` value.
+END_MARK = (1 << MARK_LAYER_BITS) - 1
 
 
 class InstructionSet:
@@ -152,57 +292,22 @@ class InstructionSet:
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         self.config = config
+        for op, cls in INSTRUCTION_CLASSES.items():   # isa.Load(...), isa.Gemm(...), ...: typed constructors
+            setattr(self, cls.__name__, functools.partial(self.make, op))
+
+    Load: Callable[..., Instruction]
+    Store: Callable[..., Instruction]
+    Gemm: Callable[..., Instruction]
+    Post: Callable[..., Instruction]
+    Fc: Callable[..., Instruction]
+    Sync: Callable[..., Instruction]
+    Mark: Callable[..., Instruction]
+    End: Callable[..., Instruction]
 
     # ------------------------------------------------------------------ the definition
     @cached_property
     def _fields(self) -> dict[Opcode, dict[str, Any]]:
-        c = self.config
-        inp, wgt, acc, par = c.input_addr_bits, c.weight_addr_bits, c.acc_addr_bits, c.param_addr_bits
-        buf_any = max(inp, wgt, par)
-        ext = unsigned(EXTENT_BITS)
-        ddr = unsigned(DDR_BITS)
-        return {
-            Opcode.LOAD: {
-                "buffer": unsigned(2),           # Buffer
-                "buf_addr": unsigned(buf_any),   # first entry written
-                "ddr_addr": ddr,                 # byte offset of chunk (0, 0)
-                "len0": unsigned(LEN_BITS),      # bytes per chunk, multiple of the AXI beat
-                "n1": unsigned(16), "ddr_stride1": ddr,
-                "n2": unsigned(16), "ddr_stride2": ddr,
-            },
-            Opcode.STORE: {
-                "buf_addr": unsigned(acc),       # first output entry read
-                "ddr_addr": ddr,
-                "n0": unsigned(16),              # output entries (pixels) per row, contiguous in DDR
-                "n1": unsigned(16), "ddr_stride1": ddr, "buf_stride1": unsigned(acc + 1),
-                "n2": unsigned(8), "ddr_stride2": ddr,
-                "sb0": unsigned(8),              # first channel sub-block of the output entry
-            },
-            Opcode.GEMM: {
-                "mode": unsigned(2),             # GemmMode
-                "overwrite": unsigned(1),        # first reduction step writes instead of accumulating
-                "finalize": unsigned(1),         # last reduction step also post-processes into the output buffer
-                "acc_base": unsigned(acc), "out_base": unsigned(acc),
-                "inp_base": unsigned(inp), "wgt_base": unsigned(wgt), "param_addr": unsigned(par),
-                "r0": ext, "r1": ext, "r2": ext, "s0": ext, "s1": ext,
-                "ri0": unsigned(inp), "ri1": unsigned(inp), "ri2": unsigned(inp),
-                "si0": unsigned(inp), "si1": unsigned(inp),
-                "imm": signed(16),
-            },
-            Opcode.POST: {
-                "acc_base": unsigned(acc), "out_base": unsigned(acc), "n": unsigned(acc + 1),
-                "param_addr": unsigned(par), "param_inc": unsigned(1),
-            },
-            Opcode.FC: {
-                "accumulate": unsigned(1),
-                "ddr_addr": ddr, "row_stride": ddr,
-                "n_out": unsigned(16), "n_in": unsigned(inp + 1),
-                "inp_base": unsigned(inp), "acc_base": unsigned(acc),
-            },
-            Opcode.SYNC: {},
-            Opcode.MARK: {"layer": unsigned(16)},
-            Opcode.END: {},
-        }
+        return _field_shapes(self.config)
 
     @cached_property
     def _layouts(self) -> dict[Opcode, data.StructLayout]:
@@ -220,6 +325,10 @@ class InstructionSet:
         """The 256-bit :class:`~amaranth.lib.data.StructLayout` of one opcode (``opcode`` field at bit 0)."""
         return self._layouts[Opcode(opcode)]
 
+    def shape(self, opcode: Opcode, name: str) -> Any:
+        """The Amaranth shape of one operand field (for gateware registers that hold it)."""
+        return self._fields[Opcode(opcode)][name]
+
     def field_names(self, opcode: Opcode) -> list[str]:
         """The operand field names of an opcode, in layout order (without ``opcode`` and ``_reserved``)."""
         return list(self._fields[Opcode(opcode)])
@@ -233,50 +342,40 @@ class InstructionSet:
         return out
 
     # ------------------------------------------------------------------ packing
-    def encode(self, opcode: Opcode, **fields: int) -> int:
-        """Pack one instruction into an integer of :data:`INSTRUCTION_BITS` bits.
+    def make(self, opcode: Opcode, **fields: int) -> Instruction:
+        """A typed instruction of this set; missing fields are zero.
 
-        Missing fields are zero. A field value outside its width raises :class:`IsaError` naming it.
+        Raises :class:`IsaError` naming the opcode and field for an unknown field or a value out of its range.
         """
         opcode = Opcode(opcode)
-        spec = self._offsets[opcode]
-        known = {name for name, *_ in spec}
-        unknown = set(fields) - known
+        cls = INSTRUCTION_CLASSES[opcode]
+        unknown = set(fields) - set(self._fields[opcode])
         if unknown:
-            raise IsaError(f"{opcode.name} has no field(s) {sorted(unknown)}; fields are {sorted(known)}")
-        word = int(opcode)
-        for name, offset, width, is_signed in spec:
-            value = int(fields.get(name, 0))
-            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
-            if not lo <= value <= hi:
-                raise IsaError(f"{opcode.name}.{name} = {value} does not fit in {width} "
-                               f"{'signed' if is_signed else 'unsigned'} bits ({lo}..{hi})")
-            word |= (value & ((1 << width) - 1)) << offset
-        return word
+            known = sorted(self._fields[opcode])
+            raise IsaError(f"{opcode.name} has no field(s) {sorted(unknown)}; fields are {known}")
+        return cls(**fields, isa=self)
+
+    def encode(self, opcode: Opcode, **fields: int) -> int:
+        """Pack one instruction into an integer of :data:`INSTRUCTION_BITS` bits (``make(...).encode()``)."""
+        return self.make(opcode, **fields).encode()
 
     def decode(self, word: int) -> Instruction:
-        """Unpack one instruction word. Raises :class:`IsaError` for an illegal opcode."""
-        code = word & ((1 << OPCODE_BITS) - 1)
+        """Unpack one instruction word into its typed instruction. Raises :class:`IsaError` for an illegal opcode."""
+        code = opcode_of(word)
         try:
             opcode = Opcode(code)
         except ValueError:
             raise IsaError(f"illegal opcode {code}") from None
-        fields = {}
+        # every decoded value fits its field by construction: skip the constructor's range check
+        ins = object.__new__(INSTRUCTION_CLASSES[opcode])
+        fields: dict[str, Any] = {"isa": self}
         for name, offset, width, is_signed in self._offsets[opcode]:
             value = (word >> offset) & ((1 << width) - 1)
             if is_signed and value >> (width - 1):
                 value -= 1 << width
             fields[name] = value
-        return Instruction(opcode, fields)
-
-    def fits(self, opcode: Opcode, name: str, value: int) -> bool:
-        """Whether ``value`` fits the field ``name`` of ``opcode``."""
-        for fname, _offset, width, is_signed in self._offsets[Opcode(opcode)]:
-            if fname == name:
-                if is_signed:
-                    return -(1 << (width - 1)) <= value < (1 << (width - 1))
-                return 0 <= value < (1 << width)
-        raise KeyError(name)
+        ins.__dict__.update(fields)
+        return ins
 
     # ------------------------------------------------------------------ streams
     @staticmethod

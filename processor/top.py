@@ -53,7 +53,7 @@ from .dma import AXI_CACHE, LOAD_ID, DmaEngine, ReadChannelArbiter
 from .engine import ComputeEngine
 from .fc import FcUnit
 from .fetch import FetchedLayout, FetchUnit
-from .isa import INSTRUCTION_BITS, ErrorCode, InstructionSet, Opcode
+from .isa import INSTRUCTION_BITS, OPCODE_BITS, Engine, ErrorCode, InstructionSet, Opcode, opcode_of, opcodes_of
 
 __all__ = ["DLProcessor", "Dispatcher"]
 
@@ -123,8 +123,8 @@ class Dispatcher(wiring.Component):
         ir_fault = Signal(ERROR_CODE_SHAPE)
         ir_legal = Signal()
         ir_code = Signal(ERROR_CODE_SHAPE)
-        opcode = Signal(4)
-        m.d.comb += [checker.word.eq(self.instr.payload.word), opcode.eq(ir[:4]),
+        opcode = Signal(OPCODE_BITS)
+        m.d.comb += [checker.word.eq(self.instr.payload.word), opcode.eq(opcode_of(ir)),
                      self.dma_cmd.payload.eq(ir), self.eng_cmd.payload.eq(ir),
                      self.event_layer.eq(data.View(self._isa.layout(Opcode.MARK), ir).layer)]
 
@@ -182,14 +182,17 @@ class Dispatcher(wiring.Component):
                 with m.Elif(~ir_legal):
                     stop(ir_code)
                 with m.Else():
+                    # the engine of each opcode is Opcode.engine; FC is the DMA-engine opcode that also needs the
+                    # compute engine's ports (the fc unit shares them)
+                    dma_only = [op for op in opcodes_of(Engine.DMA) if op != Opcode.FC]
                     with m.Switch(opcode):
-                        with m.Case(Opcode.LOAD, Opcode.STORE):
+                        with m.Case(*dma_only):
                             m.d.comb += self.dma_cmd.valid.eq(1)
                             m.d.comb += advance.eq(self.dma_cmd.ready)
                         with m.Case(Opcode.FC):
                             m.d.comb += self.dma_cmd.valid.eq(~self.eng_busy & ~self.fc_busy & ~just_issued)
                             m.d.comb += advance.eq(self.dma_cmd.valid & self.dma_cmd.ready)
-                        with m.Case(Opcode.GEMM, Opcode.POST):
+                        with m.Case(*opcodes_of(Engine.COMPUTE)):
                             m.d.comb += self.eng_cmd.valid.eq(~self.fc_busy & ~self.dma_fc_active)
                             m.d.comb += advance.eq(self.eng_cmd.valid & self.eng_cmd.ready)
                         with m.Case(Opcode.SYNC):

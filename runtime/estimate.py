@@ -4,8 +4,8 @@ The estimate replays the instruction stream through a timing model of the proces
 hands each instruction to its engine when that engine is free, a DMA engine whose instructions take
 ``latency + beats`` (bursts pipelined, never crossing 4 KiB or 256 beats), and a compute engine whose GEMM takes one
 step per cycle after its pipeline fills. SYNC and END wait for both engines. The constants of the model
-(:class:`TimingModel`) are those of the RTL in ``processor/``; ``tests/test_estimate.py`` holds the estimate within 5%
-of the RTL's own cycle counters on several configurations.
+(:class:`TimingModel`) are imported from the RTL in ``processor/`` where it defines them; ``tests/test_sim.py`` and
+``tests/test_property.py`` hold the estimate within 5% of the RTL's own cycle counters on several configurations.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlproc.compiler.network import CompiledNetwork
-from dlproc.processor.config import ProcessorConfig
+from dlproc.processor.axi import AXI_PAGE_BYTES, MAX_BURST_BEATS
+from dlproc.processor.config import INSTRUCTION_BYTES, ProcessorConfig
+from dlproc.processor.dma import MAX_OUTSTANDING
 from dlproc.processor.engine import ComputeEngine
 from dlproc.processor.fc import FcUnit
-from dlproc.processor.isa import InstructionSet, Opcode
+from dlproc.processor.fetch import FETCH_BURST_INSTRUCTIONS, FETCH_DEPTH
+from dlproc.processor.isa import Engine, InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
 __all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles", "layer_ddr_bytes"]
@@ -50,8 +53,9 @@ class TimingModel:
     dispatch : int
         Cycles between two dispatched instructions at best (the legality check is registered).
     fetch_depth : int
-        Effective instruction prefetch depth: the ``FetchUnit`` FIFO holds 8, but a 4-instruction burst is only
-        requested when the whole burst fits, which the RTL's counters fit best as 6.
+        Effective instruction prefetch depth: the ``FetchUnit`` FIFO holds ``FETCH_DEPTH`` (8), but a burst is only
+        requested when the whole burst fits, so on average half a burst of it is unused (the RTL's counters fit
+        ``FETCH_DEPTH - FETCH_BURST_INSTRUCTIONS // 2`` = 6 best).
     fetch_burst : int
         Instructions per fetch burst; a burst is requested when the FIFO has room for all of it.
     outstanding : int
@@ -67,9 +71,9 @@ class TimingModel:
     """
 
     dispatch: int = 2
-    fetch_depth: int = 6
-    fetch_burst: int = 4
-    outstanding: int = 4
+    fetch_depth: int = FETCH_DEPTH - FETCH_BURST_INSTRUCTIONS // 2
+    fetch_burst: int = FETCH_BURST_INSTRUCTIONS
+    outstanding: int = MAX_OUTSTANDING
     dma_setup: int = 7
     start: int = 6
     completion: int = 2
@@ -77,13 +81,14 @@ class TimingModel:
 
 
 def _burst_lengths(addr: int, length: int, beat: int) -> list[int]:
-    """Beats of each burst for ``length`` bytes at ``addr`` (at most 256 beats, never crossing 4 KiB)."""
-    if addr % 4096 + length <= 4096 and length <= 256 * beat:  # the common case: one burst
+    """Beats of each burst for ``length`` bytes at ``addr`` (at most ``MAX_BURST_BEATS``, never crossing 4 KiB)."""
+    page = AXI_PAGE_BYTES
+    if addr % page + length <= page and length <= MAX_BURST_BEATS * beat:  # the common case: one burst
         return [length // beat]
     out = []
     end = addr + length
     while addr < end:
-        room = min(4096 - addr % 4096, 256 * beat, end - addr)
+        room = min(page - addr % page, MAX_BURST_BEATS * beat, end - addr)
         out.append(room // beat)
         addr += room
     return out
@@ -155,41 +160,40 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
     for word in words:
         ins = isa.decode(word)
         op = ins.opcode
-        f = ins.fields
         reads: list = []
         if op == Opcode.LOAD:
-            addrs = [f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"]
-                     for i2 in range(f["n2"]) for i1 in range(f["n1"])]
-            cyc = timing.dma_setup + _chunked_stream(addrs, f["len0"], beat, ddr.read_latency, timing.outstanding,
+            addrs = [ins.ddr_addr + i2 * ins.ddr_stride2 + i1 * ins.ddr_stride1
+                     for i2 in range(ins.n2) for i1 in range(ins.n1)]
+            cyc = timing.dma_setup + _chunked_stream(addrs, ins.len0, beat, ddr.read_latency, timing.outstanding,
                                                      rate, timing.completion, None, reads)
         elif op == Opcode.STORE:
-            row_bytes = f["n0"] * c.input_entry_bytes
-            addrs = [f["ddr_addr"] + i2 * f["ddr_stride2"] + i1 * f["ddr_stride1"]
-                     for i2 in range(f["n2"]) for i1 in range(f["n1"])]
+            row_bytes = ins.n0 * c.input_entry_bytes
+            addrs = [ins.ddr_addr + i2 * ins.ddr_stride2 + i1 * ins.ddr_stride1
+                     for i2 in range(ins.n2) for i1 in range(ins.n1)]
             # write data follows its address by a cycle: one extra beat time per burst; the response comes
             # write_latency after the last beat
             cyc = timing.dma_setup + _chunked_stream(addrs, row_bytes + beat, beat, ddr.write_latency,
                                                      timing.outstanding, rate, timing.completion, None, [])
         elif op == Opcode.FC:
-            row_bytes = f["n_in"] * c.input_entry_bytes
+            row_bytes = ins.n_in * c.input_entry_bytes
             # the fc module's own cycle count (one source: processor/fc.py): rows, then its fixed pipeline
-            compute = FcUnit.cycles_for(c, f["n_out"], f["n_in"])
-            fixed = FcUnit.cycles_for(c, 0, f["n_in"])
-            per_row = (compute - fixed) / f["n_out"] + timing.fc_row
-            addrs = [f["ddr_addr"] + o * f["row_stride"] for o in range(f["n_out"])]
+            compute = FcUnit.cycles_for(c, ins.n_out, ins.n_in)
+            fixed = FcUnit.cycles_for(c, 0, ins.n_in)
+            per_row = (compute - fixed) / ins.n_out + timing.fc_row
+            addrs = [ins.ddr_addr + o * ins.row_stride for o in range(ins.n_out)]
             cyc = timing.dma_setup + fixed + _chunked_stream(addrs, row_bytes, beat, ddr.read_latency,
                                                              timing.outstanding, rate, timing.completion, per_row,
                                                              reads)
         elif op == Opcode.GEMM:
-            spatial = f["s0"] * f["s1"]
-            cyc = engine.cycles(f["r0"] * f["r1"] * f["r2"] * spatial, writes_outputs=bool(f["finalize"]),
+            spatial = ins.s0 * ins.s1
+            cyc = engine.cycles(ins.r0 * ins.r1 * ins.r2 * spatial, writes_outputs=bool(ins.finalize),
                                 spatial=spatial)
         elif op == Opcode.POST:
-            cyc = engine.cycles(f["n"], writes_outputs=True)
+            cyc = engine.cycles(ins.n, writes_outputs=True)
         else:
             cyc = 0
         keep = reads[-2 * timing.outstanding:]  # only the last bursts can still hold up an instruction fetch
-        out.append((op, cyc, f.get("layer", -1) if op == Opcode.MARK else -1,
+        out.append((op, cyc, ins.layer if op == Opcode.MARK else -1,
                     [(timing.dma_setup + i, timing.dma_setup + d) for i, d in keep]))
     return out
 
@@ -214,13 +218,13 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
     timing = timing or TimingModel()
     ddr = ddr or DdrTiming()
     prog = _durations(config, words, timing, ddr)
-    beats_per_instr = max(1, 32 // config.beat_bytes)
+    beats_per_instr = max(1, INSTRUCTION_BYTES // config.beat_bytes)
     fb, depth = timing.fetch_burst, timing.fetch_depth
     dispatched = [0] * len(prog)
     avail = [0] * len(prog)
     fetch_channel = timing.start
     t = timing.start
-    free = {"dma": 0, "compute": 0}
+    free = {Engine.DMA: 0, Engine.COMPUTE: 0}
     events = []
     layer_now = -1
     reads: list[tuple[int, int]] = []  # absolute (issue, data end) of the DMA read bursts so far
@@ -235,20 +239,15 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
                 avail[j] = start + (j - i + 1) * beats_per_instr
             fetch_channel = avail[min(i + fb, len(prog)) - 1]
         t = max(t + timing.dispatch, avail[i])
-        if op in (Opcode.LOAD, Opcode.STORE, Opcode.FC):
-            t = max(t, free["dma"])
-            free["dma"] = t + cyc
+        if op.engine in (Engine.DMA, Engine.COMPUTE):
+            t = max(t, free[op.engine])
+            free[op.engine] = t + cyc
             if spans is not None:
-                spans.append(("dma", layer_now, t, t + cyc))
-            if bursts:
+                spans.append((op.engine.value, layer_now, t, t + cyc))
+            if op.engine is Engine.DMA and bursts:
                 reads = [(t + iss, t + end) for iss, end in bursts]
-        elif op in (Opcode.GEMM, Opcode.POST):
-            t = max(t, free["compute"])
-            free["compute"] = t + cyc
-            if spans is not None:
-                spans.append(("compute", layer_now, t, t + cyc))
         elif op in (Opcode.SYNC, Opcode.END):
-            t = max(t, free["dma"], free["compute"])
+            t = max(t, free[Engine.DMA], free[Engine.COMPUTE])
             if op == Opcode.END:
                 dispatched[i] = t
                 break

@@ -337,7 +337,7 @@ class Profile:
         """The first frame as Chrome trace events (``ph: "X"`` spans in microseconds): one track for the processor's
         layers (from its event log, or the estimate's replay of it), one for the host layers, and in the estimate
         one per engine (DMA, compute) with the spans each was busy."""
-        from dlproc.compiler.codegen import END_MARK
+        from dlproc.processor.isa import END_MARK
 
         us_per_cycle = 1.0 / self.clock_mhz
         pid = 1
@@ -391,7 +391,7 @@ def add_layer_cycles(events: list[tuple[int, int]], into: dict[int, float]) -> N
 
     The MARK recorded before END (``END_MARK``) only closes the last layer.
     """
-    from dlproc.compiler.codegen import END_MARK
+    from dlproc.processor.isa import END_MARK
 
     for (lid, cyc), (_next, ncyc) in zip(events, events[1:], strict=False):
         if lid != END_MARK:

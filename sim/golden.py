@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, unpack_field
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 from dlproc.processor.fp32 import FpAdd
 from dlproc.processor.isa import (
@@ -35,6 +36,7 @@ from dlproc.processor.isa import (
     STATUS_DONE,
     STATUS_ERROR,
     Buffer,
+    Engine,
     ErrorCode,
     GemmMode,
     Instruction,
@@ -43,24 +45,129 @@ from dlproc.processor.isa import (
     Opcode,
     Reg,
 )
+from dlproc.processor.rules import violation
 
-__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "postprocess_int8", "postprocess_fp32",
-           "ENGINE_OF", "f32_add", "f32_mul", "f32_max", "f32_sanitize", "f32_tree_sum", "f32_clamp", "f32_order_key",
+__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "Trap", "footprint", "HazardWindow",
+           "IllegalProgram", "verify_program", "postprocess_int8", "postprocess_fp32",
+           "f32_add", "f32_mul", "f32_max", "f32_sanitize", "f32_tree_sum", "f32_clamp", "f32_order_key",
            "CANONICAL_NAN", "FC_PARTIAL_SUMS"]
-
-#: Which engine executes each opcode (the dispatcher issues in order; each engine runs one instruction at a time).
-ENGINE_OF = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.FC: "dma", Opcode.GEMM: "compute",
-             Opcode.POST: "compute"}
-
 
 class HazardError(RuntimeError):
     """The program lets the DMA and compute engines touch the same buffer range without a SYNC between them."""
 
 
-class _Trap(Exception):
+class Trap(Exception):
+    """An instruction stopped the program with an :class:`~dlproc.processor.isa.ErrorCode` (``code``)."""
+
     def __init__(self, code: ErrorCode, message: str):
         super().__init__(message)
         self.code = code
+
+
+#: A buffer range one instruction touches: (buffer name, first entry, end entry, whether it writes). "FC_PORT"
+#: stands for the input-read / accumulator-write ports that the fc module shares with the compute engine.
+Touch = tuple[str, int, int, bool]
+
+
+def footprint(ins: Instruction, config: ProcessorConfig) -> list[Touch]:
+    """The buffer ranges a (legal) LOAD, STORE, GEMM, POST or FC touches, from its fields alone."""
+    c = config
+    op = ins.opcode
+    if op == Opcode.LOAD:
+        entry_bytes = {Buffer.INPUT: c.input_entry_bytes, Buffer.WEIGHT: c.weight_entry_bytes,
+                       Buffer.PARAM: c.param_entry_bytes}[Buffer(ins.buffer)]
+        last = (ins.buf_addr * entry_bytes + ins.n1 * ins.n2 * ins.len0 - 1) // entry_bytes
+        return [(Buffer(ins.buffer).name, ins.buf_addr, last + 1, True)]
+    if op == Opcode.STORE:
+        last = ins.buf_addr + (ins.n1 - 1) * ins.buf_stride1 + ins.n0 - 1
+        return [("OUTPUT", min(ins.buf_addr, last), last + 1, False)]
+    if op == Opcode.GEMM:
+        R, S = ins.r0 * ins.r1 * ins.r2, ins.s0 * ins.s1
+        inp_last = ins.inp_base + sum((n - 1) * s for n, s in ((ins.r0, ins.ri0), (ins.r1, ins.ri1),
+                                                             (ins.r2, ins.ri2), (ins.s0, ins.si0), (ins.s1, ins.si1)))
+        touched = [("INPUT", ins.inp_base, inp_last + 1, False), ("ACC", ins.acc_base, ins.acc_base + S, True)]
+        if ins.mode == GemmMode.MAC:
+            touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
+        touched.append(("FC_PORT", 0, 1, False))
+        if ins.finalize:
+            touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
+                        ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
+        return touched
+    if op == Opcode.POST:
+        params = ins.n if ins.param_inc else 1
+        return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
+                ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
+                ("PARAM", ins.param_addr, ins.param_addr + params, False), ("FC_PORT", 0, 1, False)]
+    if op == Opcode.FC:
+        last_entry = ins.acc_base + (ins.n_out - 1) // c.conv_oc_lanes
+        return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False), ("ACC", ins.acc_base, last_entry + 1, True),
+                ("FC_PORT", 0, 1, True)]
+    return []
+
+
+class HazardWindow:
+    """The buffer ranges each engine touched since the last SYNC; :meth:`add` rejects a cross-engine race.
+
+    The hardware overlaps its DMA and compute engines, so a program is only equivalent to sequential execution when
+    no two instructions on different engines between SYNCs touch the same buffer range with one of them writing.
+    """
+
+    def __init__(self, config: ProcessorConfig):
+        self.config = config
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (a SYNC or END: both engines are idle)."""
+        self._touched: dict[Engine, list[Touch]] = {Engine.DMA: [], Engine.COMPUTE: []}
+
+    def add(self, pc: int, ins: Instruction) -> None:
+        """Record instruction ``pc``; raises :class:`HazardError` if it races with the other engine."""
+        engine = ins.engine
+        other = self._touched[Engine.COMPUTE if engine is Engine.DMA else Engine.DMA]
+        touched = footprint(ins, self.config)
+        for buf, lo, hi, writes in touched:
+            for obuf, olo, ohi, owrites in other:
+                if buf == obuf and lo < ohi and olo < hi and (writes or owrites):
+                    raise HazardError(f"instruction {pc} ({ins.opcode.name}) and an instruction on the other engine "
+                                      f"since the last SYNC both touch {buf} entries [{max(lo, olo)}, "
+                                      f"{min(hi, ohi)}) and one writes")
+        self._touched[engine].extend(touched)
+
+
+class IllegalProgram(ValueError):
+    """A program that would trap on the processor (an illegal opcode or field, or no END)."""
+
+
+def verify_program(config: ProcessorConfig, words: list[int]) -> None:
+    """Check a program statically, without executing it: every instruction legal, no cross-engine hazard, END last.
+
+    This is the golden model's check (:mod:`dlproc.processor.rules` and :class:`HazardWindow`) run over the
+    instruction list; DDR-window checks depend on the data and are left to execution.
+
+    Raises
+    ------
+    IllegalProgram
+        The first illegal instruction, or a program without END.
+    HazardError
+        The first cross-engine race.
+    """
+    isa = InstructionSet(config)
+    window = HazardWindow(config)
+    for pc, word in enumerate(words):
+        try:
+            ins = isa.decode(word)
+        except IsaError as exc:
+            raise IllegalProgram(f"instruction {pc}: {exc}") from None
+        if ins.engine is Engine.CONTROL:
+            if ins.opcode in (Opcode.SYNC, Opcode.END):
+                window.clear()
+            continue
+        message = violation(ins, config)
+        if message is not None:
+            raise IllegalProgram(f"instruction {pc} ({ins}): {message}")
+        window.add(pc, ins)
+    if words and isa.decode(words[-1]).opcode != Opcode.END:
+        raise IllegalProgram("the program does not end with END")
 
 
 @dataclass
@@ -93,10 +200,6 @@ class RunResult:
     write_bytes: int = 0
 
 
-def _sext16(words: np.ndarray) -> np.ndarray:
-    return (words.astype(np.uint32) & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int64)
-
-
 def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Post-process accumulators into int8 outputs (bias, requantization, activation, clamp).
 
@@ -105,8 +208,8 @@ def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     acc : ndarray of int32, shape (..., lanes)
         Accumulator values.
     params : ndarray of uint32, shape (..., 4, lanes)
-        Parameter words per lane: bias, mult_pos (int16 in bits 15:0), mult_neg (int16), control
-        (shift in bits 5:0, lo int8 in bits 15:8, hi int8 in bits 23:16). Broadcasts against ``acc``.
+        Parameter words per lane: bias, mult_pos and mult_neg (:data:`~dlproc.processor.buffers.MULT_WORD_LAYOUT`),
+        control (:data:`~dlproc.processor.buffers.CONTROL_WORD_LAYOUT`: shift, lo, hi). Broadcasts against ``acc``.
 
     Returns
     -------
@@ -116,11 +219,12 @@ def postprocess_int8(acc: np.ndarray, params: np.ndarray) -> np.ndarray:
     bias = p[..., 0, :].view(np.int32).astype(np.int64)
     v = acc.astype(np.int64) + bias
     v = ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # wrap to int32
-    m = np.where(v >= 0, _sext16(p[..., 1, :]), _sext16(p[..., 2, :]))
+    m = np.where(v >= 0, unpack_field(MULT_WORD_LAYOUT, "value", p[..., 1, :]),
+                 unpack_field(MULT_WORD_LAYOUT, "value", p[..., 2, :]))
     ctl = p[..., 3, :]
-    shift = (ctl & 0x3F).astype(np.int64)
-    lo = ((ctl >> 8) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64)
-    hi = ((ctl >> 16) & 0xFF).astype(np.uint8).view(np.int8).astype(np.int64)
+    shift = unpack_field(CONTROL_WORD_LAYOUT, "shift", ctl)
+    lo = unpack_field(CONTROL_WORD_LAYOUT, "lo", ctl)
+    hi = unpack_field(CONTROL_WORD_LAYOUT, "hi", ctl)
     t = v * m  # |v| < 2**31, |m| < 2**15: exact in int64
     rnd = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
     t = np.right_shift(t + rnd, shift)
@@ -321,24 +425,24 @@ class GoldenModel:
         size = len(ddr) if ddr_size is None else ddr_size
         base = instr_addr & ~(INSTRUCTION_BYTES - 1)
         result = RunResult()
-        window: dict[str, list[tuple[str, int, int, bool]]] = {"dma": [], "compute": []}
+        window = HazardWindow(self.config)
         pc = 0
         while True:
             try:
                 if pc >= instr_count:
-                    raise _Trap(ErrorCode.PROGRAM_END, f"reached instruction count {instr_count} without END")
+                    raise Trap(ErrorCode.PROGRAM_END, f"reached instruction count {instr_count} without END")
                 start = base + pc * INSTRUCTION_BYTES
                 if start + INSTRUCTION_BYTES > size:
-                    raise _Trap(ErrorCode.DDR_WINDOW, f"instruction fetch at offset {start:#x} outside the window")
+                    raise Trap(ErrorCode.DDR_WINDOW, f"instruction fetch at offset {start:#x} outside the window")
                 word = int.from_bytes(ddr[start:start + INSTRUCTION_BYTES].tobytes(), "little")
                 try:
                     ins = self.isa.decode(word)
                 except IsaError as exc:
-                    raise _Trap(ErrorCode.ILLEGAL_OPCODE, str(exc)) from None
+                    raise Trap(ErrorCode.ILLEGAL_OPCODE, str(exc)) from None
                 result.instructions += 1
                 op = ins.opcode
                 if op in (Opcode.SYNC, Opcode.END):
-                    window = {"dma": [], "compute": []}
+                    window.clear()
                     if op == Opcode.END:
                         result.error_pc = pc
                         return result
@@ -346,62 +450,46 @@ class GoldenModel:
                     if len(result.events) < self.config.event_log_depth:
                         result.events.append((ins.layer, pc))
                 else:
-                    touched = self._execute(ins, ddr, size, result)
+                    self.execute(ins, ddr, size, result)
                     if check_hazards:
-                        self._check_hazard(pc, ins, touched, window)
-            except _Trap as trap:
+                        window.add(pc, ins)
+            except Trap as trap:
                 result.error, result.error_pc, result.message = trap.code, pc, str(trap)
                 return result
             pc += 1
 
-    def _check_hazard(self, pc: int, ins: Instruction, touched: list[tuple[str, int, int, bool]],
-                      window: dict[str, list[tuple[str, int, int, bool]]]) -> None:
-        engine = ENGINE_OF[ins.opcode]
-        other = window["compute" if engine == "dma" else "dma"]
-        for buf, lo, hi, writes in touched:
-            for obuf, olo, ohi, owrites in other:
-                if buf == obuf and lo < ohi and olo < hi and (writes or owrites):
-                    raise HazardError(f"instruction {pc} ({ins.opcode.name}) and an instruction on the other engine "
-                                      f"since the last SYNC both touch {buf} entries [{max(lo, olo)}, "
-                                      f"{min(hi, ohi)}) and one writes")
-        window[engine].extend(touched)
-
     # ------------------------------------------------------------------ instructions
-    def _execute(self, ins: Instruction, ddr: np.ndarray, size: int,
-                 result: RunResult) -> list[tuple[str, int, int, bool]]:
+    def execute(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult) -> None:
+        """Execute one LOAD, STORE, GEMM, POST or FC on the buffers and ``ddr`` (a window of ``size`` bytes).
+
+        Raises :class:`Trap` with ``ILLEGAL_FIELD`` for a word that breaks a rule of
+        :mod:`dlproc.processor.rules`, or ``DDR_WINDOW`` for an access outside the window.
+        """
+        message = violation(ins, self.config)
+        if message is not None:
+            raise Trap(ErrorCode.ILLEGAL_FIELD, message)
         op = ins.opcode
         if op == Opcode.LOAD:
-            return self._load(ins, ddr, size, result)
-        if op == Opcode.STORE:
-            return self._store(ins, ddr, size, result)
-        if op == Opcode.GEMM:
-            return self._gemm(ins, result)
-        if op == Opcode.POST:
-            return self._post(ins)
-        if op == Opcode.FC:
-            return self._fc(ins, ddr, size, result)
-        raise AssertionError(op)
-
-    @staticmethod
-    def _need(cond: bool, message: str) -> None:
-        if not cond:
-            raise _Trap(ErrorCode.ILLEGAL_FIELD, message)
+            self._load(ins, ddr, size, result)
+        elif op == Opcode.STORE:
+            self._store(ins, ddr, size, result)
+        elif op == Opcode.GEMM:
+            self._gemm(ins, result)
+        elif op == Opcode.POST:
+            self._post(ins)
+        elif op == Opcode.FC:
+            self._fc(ins, ddr, size, result)
+        else:
+            raise ValueError(f"{op.name} is executed by the dispatcher, not an engine")
 
     def _window(self, lo: int, length: int, size: int, what: str) -> None:
         if lo < 0 or lo + length > size:
-            raise _Trap(ErrorCode.DDR_WINDOW, f"{what} [{lo:#x}, {lo + length:#x}) outside the {size:#x}-byte window")
+            raise Trap(ErrorCode.DDR_WINDOW, f"{what} [{lo:#x}, {lo + length:#x}) outside the {size:#x}-byte window")
 
     def _load(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
-        beat = self.config.beat_bytes
-        self._need(ins.buffer in (0, 1, 2), f"LOAD buffer {ins.buffer} does not exist")
-        self._need(ins.n1 >= 1 and ins.n2 >= 1 and ins.len0 >= 1, "LOAD with a zero extent")
-        self._need(ins.len0 % beat == 0 and ins.ddr_addr % beat == 0 and ins.ddr_stride1 % beat == 0
-                   and ins.ddr_stride2 % beat == 0, f"LOAD address, stride or length not a multiple of {beat} bytes")
         buf, entry_bytes = self._buffer_bytes[Buffer(ins.buffer)]
         start = ins.buf_addr * entry_bytes
         total = ins.n1 * ins.n2 * ins.len0
-        self._need(start + total <= len(buf), f"LOAD of {total} bytes at entry {ins.buf_addr} overflows the "
-                   f"{Buffer(ins.buffer).name} buffer")
         pos = start
         for i2 in range(ins.n2):
             for i1 in range(ins.n1):
@@ -410,21 +498,10 @@ class GoldenModel:
                 buf[pos:pos + ins.len0] = ddr[src:src + ins.len0]
                 pos += ins.len0
         result.read_bytes += total
-        name = Buffer(ins.buffer).name
-        first = ins.buf_addr
-        last = (start + total - 1) // entry_bytes
-        return [(name, first, last + 1, True)]
 
     def _store(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
         c = self.config
-        beat, ci, eb = c.beat_bytes, self.ci, c.element_bytes
-        self._need(ins.n0 >= 1 and ins.n1 >= 1 and ins.n2 >= 1, "STORE with a zero extent")
-        self._need(ins.sb0 + ins.n2 <= c.subblocks_per_output,
-                   f"STORE sub-blocks {ins.sb0}..{ins.sb0 + ins.n2 - 1} beyond the {c.subblocks_per_output} per entry")
-        self._need(ins.ddr_addr % beat == 0 and ins.ddr_stride1 % beat == 0 and ins.ddr_stride2 % beat == 0,
-                   f"STORE address or stride not a multiple of {beat} bytes")
-        last = ins.buf_addr + (ins.n1 - 1) * ins.buf_stride1 + ins.n0 - 1
-        self._need(last < c.acc_buffer_entries, f"STORE reads output entry {last} past the buffer")
+        ci, eb = self.ci, c.element_bytes
         row_bytes = ins.n0 * ci * eb
         out_bytes = self.out.view(np.uint8).reshape(c.acc_buffer_entries, c.conv_oc_lanes * eb)
         for i2 in range(ins.n2):
@@ -436,7 +513,6 @@ class GoldenModel:
                 rows = out_bytes[e0:e0 + ins.n0, sb * ci * eb:(sb + 1) * ci * eb]
                 ddr[dst:dst + row_bytes] = rows.reshape(-1)
         result.write_bytes += row_bytes * ins.n1 * ins.n2
-        return [("OUTPUT", min(ins.buf_addr, last), last + 1, False)]
 
     def _inp_indices(self, ins: Instruction) -> np.ndarray:
         """Input-buffer entry index for every (reduction step k, spatial step j): shape (R, S)."""
@@ -446,20 +522,9 @@ class GoldenModel:
         spa = (s0 * ins.si0 + s1 * ins.si1).reshape(-1)
         return ins.inp_base + red[:, None] + spa[None, :]
 
-    def _gemm(self, ins: Instruction, result: RunResult):
-        c = self.config
-        self._need(ins.mode in (0, 1, 2), f"GEMM mode {ins.mode} does not exist")
-        self._need(min(ins.r0, ins.r1, ins.r2, ins.s0, ins.s1) >= 1, "GEMM with a zero extent")
+    def _gemm(self, ins: Instruction, result: RunResult) -> None:
         R, S = ins.r0 * ins.r1 * ins.r2, ins.s0 * ins.s1
-        inp_last = ins.inp_base + sum((n - 1) * s for n, s in ((ins.r0, ins.ri0), (ins.r1, ins.ri1), (ins.r2, ins.ri2),
-                                                             (ins.s0, ins.si0), (ins.s1, ins.si1)))
-        self._need(inp_last < c.input_entries, f"GEMM reads input entry {inp_last} past the buffer")
-        self._need(ins.acc_base + S <= c.acc_buffer_entries, "GEMM accumulator range past the buffer")
-        if ins.finalize:
-            self._need(ins.out_base + S <= c.acc_buffer_entries, "GEMM output range past the buffer")
         mode = GemmMode(ins.mode)
-        if mode == GemmMode.MAC:
-            self._need(ins.wgt_base + R <= c.weight_entries, "GEMM weight range past the buffer")
         idx = self._inp_indices(ins)
         if self.fp32:
             self._gemm_fp32(ins, idx, mode, R, S)
@@ -470,15 +535,6 @@ class GoldenModel:
         if ins.finalize:
             self.out[ins.out_base:ins.out_base + S] = self._postprocess(self.acc[ins.acc_base:ins.acc_base + S],
                                                                  self.par[ins.param_addr])
-        touched = [("INPUT", int(idx.min()), int(idx.max()) + 1, False),
-                   ("ACC", ins.acc_base, ins.acc_base + S, True)]
-        if mode == GemmMode.MAC:
-            touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
-        touched.append(("FC_PORT", 0, 1, False))  # the fc module shares the input-read / acc-write ports
-        if ins.finalize:
-            touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
-                        ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
-        return touched
 
     def _gemm_int8(self, ins: Instruction, idx: np.ndarray, mode: GemmMode, R: int, S: int) -> None:
         """int32 GEMM: exact products, wrapping sums (the order does not matter)."""
@@ -521,29 +577,14 @@ class GoldenModel:
             cur = _f32_max_all(cur, vals) if mode == GemmMode.MAX else _f32_sum_in_order(cur, vals)
         acc[:] = cur
 
-    def _post(self, ins: Instruction):
-        c = self.config
-        self._need(ins.n >= 1, "POST with a zero extent")
-        self._need(ins.acc_base + ins.n <= c.acc_buffer_entries and ins.out_base + ins.n <= c.acc_buffer_entries,
-                   "POST range past the accumulator/output buffer")
-        np_ = ins.n if ins.param_inc else 1
-        self._need(ins.param_addr + np_ <= c.param_buffer_entries, "POST parameter range past the buffer")
+    def _post(self, ins: Instruction) -> None:
         acc = self.acc[ins.acc_base:ins.acc_base + ins.n]
         par = self.par[ins.param_addr:ins.param_addr + ins.n] if ins.param_inc else self.par[ins.param_addr]
         self.out[ins.out_base:ins.out_base + ins.n] = self._postprocess(acc, par)
-        return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
-                ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
-                ("PARAM", ins.param_addr, ins.param_addr + np_, False), ("FC_PORT", 0, 1, False)]
 
-    def _fc(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult):
-        c = self.config
-        beat, ci, co = c.beat_bytes, self.ci, self.co
-        self._need(ins.n_out >= 1 and ins.n_in >= 1, "FC with a zero extent")
-        self._need(ins.inp_base + ins.n_in <= c.input_entries, "FC input range past the buffer")
+    def _fc(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult) -> None:
+        ci, co = self.ci, self.co
         last_entry = ins.acc_base + (ins.n_out - 1) // co
-        self._need(last_entry < c.acc_buffer_entries, "FC accumulator range past the buffer")
-        self._need(ins.ddr_addr % beat == 0 and ins.row_stride % beat == 0,
-                   f"FC weight address or row stride not a multiple of {beat} bytes")
         row = ins.n_in * ci
         if self.fp32:
             return self._fc_fp32(ins, ddr, size, result, last_entry)
@@ -559,8 +600,6 @@ class GoldenModel:
         new = old + s if ins.accumulate else s
         flat[:ins.n_out] = (((new + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
         result.read_bytes += row * ins.n_out
-        return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False),
-                ("ACC", ins.acc_base, last_entry + 1, True), ("FC_PORT", 0, 1, True)]
 
     def _fc_fp32(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult, last_entry: int):
         """binary32 FC: the row is cut into pieces of ``P`` elements (the fc unit's lanes); a piece's value is the
@@ -588,8 +627,6 @@ class GoldenModel:
         flat = self.acc[ins.acc_base:last_entry + 1].reshape(-1)
         flat[:ins.n_out] = f32_add(flat[:ins.n_out], s) if ins.accumulate else s
         result.read_bytes += n * 4 * ins.n_out
-        return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False),
-                ("ACC", ins.acc_base, last_entry + 1, True), ("FC_PORT", 0, 1, True)]
 
 
 class GoldenDevice:

@@ -7,24 +7,13 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from helpers import transfer
 
 from dlproc.processor.buffers import OnChipBuffers, entries_from_bytes
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.engine import AccumulatorUpdateInt32, ComputeEngine, DotProductInt8, MacArray
 from dlproc.processor.isa import INSTRUCTION_BITS, GemmMode, InstructionSet, Opcode
 from dlproc.sim.golden import GoldenModel, RunResult
-
-
-async def transfer(ctx, interface) -> None:
-    """Hold ``valid`` (already set with the payload) until the clock edge at which ``ready`` is high.
-
-    A plain loop instead of ``ctx.tick().until(...)``: a background testbench suspended inside ``until`` makes
-    pytest report an internal error when another testbench fails.
-    """
-    while True:
-        _, _, ready = await ctx.tick().sample(interface.ready)
-        if ready:
-            return
 
 
 def small_config(**changes) -> ProcessorConfig:
@@ -162,11 +151,11 @@ def run_and_compare(cfg: ProcessorConfig, golden: GoldenModel, words: list[int],
                 assert busy_cycles < 10000, "engine hangs"
             result = RunResult()
             if ins.opcode == Opcode.GEMM:
-                golden._gemm(ins, result)
+                golden.execute(ins, np.zeros(0, np.uint8), 0, result)
                 steps = ins.r0 * ins.r1 * ins.r2 * ins.s0 * ins.s1
                 outputs = bool(ins.finalize)
             else:
-                golden._post(ins)
+                golden.execute(ins, np.zeros(0, np.uint8), 0, result)
                 steps, outputs = ins.n, True
             assert mac_cycles == result.mac_steps, f"instruction {index} ({ins}): MAC_BUSY cycles"
             stats.append((steps, outputs, busy_cycles, mac_cycles))

@@ -7,6 +7,7 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from helpers import transfer
 
 from dlproc.processor.buffers import OnChipBuffers, entries_from_bytes
 from dlproc.processor.config import ProcessorConfig
@@ -15,18 +16,6 @@ from dlproc.processor.isa import INSTRUCTION_BITS, InstructionSet, Opcode
 from dlproc.sim.golden import GoldenModel, RunResult
 
 DDR_BYTES = 1 << 14
-
-
-async def transfer(ctx, interface) -> None:
-    """Hold ``valid`` (already set with the payload) until the clock edge at which ``ready`` is high.
-
-    A plain loop instead of ``ctx.tick().until(...)``: a background testbench suspended inside ``until`` makes
-    pytest report an internal error when another testbench fails.
-    """
-    while True:
-        _, _, ready = await ctx.tick().sample(interface.ready)
-        if ready:
-            return
 
 
 def fc_config(ci: int, co: int, fc_threads: int, axi: int) -> ProcessorConfig:
@@ -132,7 +121,7 @@ def run_fc(cfg: ProcessorConfig, seed: int, count: int, *, gap_probability: floa
                 assert busy < 20000, "fc unit hangs"
             cycles.append((unit.cycles(f["n_out"], f["n_in"]), busy + 1))
             ins = isa.decode(isa.encode(Opcode.FC, **f))
-            golden._fc(ins, ddr, DDR_BYTES, RunResult())
+            golden.execute(ins, ddr, DDR_BYTES, RunResult())
             acc = np.array([np.frombuffer(ctx.get(bufs.acc.data[e]).to_bytes(4 * co, "little"), "<i4")
                             for e in range(cfg.acc_buffer_entries)])
             np.testing.assert_array_equal(acc, golden.acc, err_msg=f"accumulators after FC {index}: {ins}")

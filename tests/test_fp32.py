@@ -238,7 +238,8 @@ def run_engine_fp32(cfg: ProcessorConfig, golden: GoldenModel, words: list[int],
 
     Returns ``(steps, spatial, writes outputs, busy cycles)`` per instruction.
     """
-    from test_engine import EngineHarness, transfer
+    from helpers import transfer
+    from test_engine import EngineHarness
 
     isa = InstructionSet(cfg)
     dut = EngineHarness(cfg, golden, transparent_acc=transparent_acc)
@@ -269,10 +270,10 @@ def run_engine_fp32(cfg: ProcessorConfig, golden: GoldenModel, words: list[int],
                 assert busy < 20000, "engine hangs"
             result = RunResult()
             if ins.opcode == Opcode.GEMM:
-                golden._gemm(ins, result)
+                golden.execute(ins, np.zeros(0, np.uint8), 0, result)
                 steps, spatial, outputs = ins.r0 * ins.r1 * ins.r2 * ins.s0 * ins.s1, ins.s0 * ins.s1, ins.finalize
             else:
-                golden._post(ins)
+                golden.execute(ins, np.zeros(0, np.uint8), 0, result)
                 steps, spatial, outputs = ins.n, ins.n, True
             assert mac == result.mac_steps, f"instruction {index}: MAC_BUSY cycles"
             stats.append((steps, spatial, bool(outputs), busy))
@@ -347,7 +348,8 @@ def run_fc_fp32(cfg: ProcessorConfig, seed: int, count: int, *, gap_probability:
                 max_in: int = 4) -> list[tuple[int, int]]:
     """Random FC instructions on the fp32 fc unit with a stalling weight stream; every accumulator word is compared
     with the golden model after each. Returns ``(formula, measured)`` cycles for the instructions without stalls."""
-    from test_fc import FcHarness, transfer
+    from helpers import transfer
+    from test_fc import FcHarness
 
     rng = np.random.default_rng(seed)
     isa = InstructionSet(cfg)
@@ -408,7 +410,7 @@ def run_fc_fp32(cfg: ProcessorConfig, seed: int, count: int, *, gap_probability:
             if index not in stalled:
                 cycles.append((unit.cycles(f["n_out"], f["n_in"]), busy + 1))
             ins = isa.decode(isa.encode(Opcode.FC, **f))
-            golden._fc(ins, ddr, ddr_bytes, RunResult())
+            golden.execute(ins, ddr, ddr_bytes, RunResult())
             acc = np.array([np.frombuffer(ctx.get(bufs.acc.data[e]).to_bytes(4 * co, "little"), np.uint32)
                             for e in range(cfg.acc_buffer_entries)])
             np.testing.assert_array_equal(acc, golden.acc.view(np.uint32), err_msg=f"acc after FC {index}: {ins}")

@@ -16,7 +16,7 @@ from dlproc.processor.isa import (
     Opcode,
     Reg,
 )
-from dlproc.sim.golden import GoldenDevice, GoldenModel, HazardError
+from dlproc.sim.golden import GoldenDevice, GoldenModel, HazardError, IllegalProgram, verify_program
 
 CFG = ProcessorConfig.preset("tiny_int8")
 ISA = InstructionSet(CFG)
@@ -34,7 +34,7 @@ def test_end_stops_cleanly():
     assert res.error == ErrorCode.NONE and res.error_pc == 2 and res.events == [(3, 1)]
 
 
-@pytest.mark.parametrize("words,code,pc", [
+ERROR_CASES = [
     ([0], ErrorCode.ILLEGAL_OPCODE, 0),
     ([ISA.encode(Opcode.SYNC), 9], ErrorCode.ILLEGAL_OPCODE, 1),
     ([ISA.encode(Opcode.SYNC)], ErrorCode.PROGRAM_END, 1),
@@ -49,7 +49,10 @@ def test_end_stops_cleanly():
     ([ISA.encode(Opcode.GEMM, r0=1, r1=1, r2=1, s0=16, s1=17)], ErrorCode.ILLEGAL_FIELD, 0),  # acc range
     ([ISA.encode(Opcode.GEMM, r0=3, r1=1, r2=1, s0=1, s1=1, ri0=1023)], ErrorCode.ILLEGAL_FIELD, 0),  # inp range
     ([ISA.encode(Opcode.FC, n_out=1, n_in=2, ddr_addr=0xFFFC)], ErrorCode.DDR_WINDOW, 0),
-])
+]
+
+
+@pytest.mark.parametrize("words,code,pc", ERROR_CASES)
 def test_errors_stop_with_code_and_pc(words, code, pc):
     res, _ = run(words)
     assert (res.error, res.error_pc) == (code, pc), res.message
@@ -74,6 +77,27 @@ def test_hazard_between_engines_is_detected():
     fc = ISA.encode(Opcode.FC, n_out=1, n_in=1, inp_base=100, acc_base=100, ddr_addr=0x100)
     with pytest.raises(HazardError):
         run([gemm, fc, ISA.encode(Opcode.END)])
+
+
+def test_static_verification_finds_what_execution_finds():
+    """verify_program checks a program without running it: the hazard and illegal words of the tests above."""
+    load = ISA.encode(Opcode.LOAD, buffer=int(Buffer.INPUT), buf_addr=0, len0=64, n1=1, n2=1)
+    gemm = ISA.encode(Opcode.GEMM, r0=1, r1=1, r2=1, s0=1, s1=4, si1=1)
+    end, sync = ISA.encode(Opcode.END), ISA.encode(Opcode.SYNC)
+    verify_program(CFG, [load, sync, gemm, end])
+    verify_program(CFG, [])
+    with pytest.raises(HazardError, match="instruction 1 .GEMM. .* INPUT"):
+        verify_program(CFG, [load, gemm, end])
+    with pytest.raises(IllegalProgram, match="instruction 1 .*zero extent"):
+        verify_program(CFG, [sync, ISA.encode(Opcode.LOAD, buffer=0, len0=4, n1=0, n2=1), end])
+    with pytest.raises(IllegalProgram, match="illegal opcode 9"):
+        verify_program(CFG, [sync, 9, end])
+    with pytest.raises(IllegalProgram, match="does not end with END"):
+        verify_program(CFG, [load, sync])
+    for words, _code, _pc in ERROR_CASES:   # every word the model traps as ILLEGAL_FIELD is refused statically
+        if _code in (ErrorCode.ILLEGAL_FIELD, ErrorCode.ILLEGAL_OPCODE):
+            with pytest.raises(IllegalProgram):
+                verify_program(CFG, [*words, end])
 
 
 def test_device_registers_and_start():

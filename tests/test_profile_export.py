@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from nets import ALL_NETS, NetBuilder
 
-from dlproc.compiler.codegen import END_MARK
+from dlproc.processor.isa import END_MARK
 from dlproc.runtime.cli import main
 from dlproc.runtime.driver import Driver
 from dlproc.runtime.estimate import estimate_performance, program_cycles

@@ -9,7 +9,6 @@ change.
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import cocotb
@@ -19,31 +18,25 @@ from cocotb.triggers import FallingEdge, RisingEdge
 from cocotbext.axi import AxiBus, AxiRam
 
 from dlproc.processor.buffers import bytes_from_entries
-from dlproc.processor.config import ProcessorConfig
-from dlproc.processor.isa import Buffer, ErrorCode, InstructionSet, Opcode
+from dlproc.processor.isa import Buffer, ErrorCode, Opcode
 from dlproc.sim import golden
 from dlproc.sim.golden import GoldenModel, RunResult
 
+from .axi_bench import (
+    BEAT,
+    CONFIG,
+    ISA,
+    PHYS_BASE,
+    RAM_SIZE,
+    RAM_WINDOW,
+    WINDOW,
+    AxiProtocolMonitor,
+    cycle_pause,
+    load,
+    poison,
+    store,
+)
 from .benches import PEEK_BUFFERS, output_pattern
-
-CONFIG = ProcessorConfig.preset("tiny_int8")
-RAM_SIZE = 4 << 20
-WINDOW = 1 << 20
-PHYS_BASE = 0x4010_0000
-RAM_WINDOW = PHYS_BASE % RAM_SIZE
-ISA = InstructionSet(CONFIG)
-BEAT = CONFIG.beat_bytes
-
-
-def cycle_pause():
-    """A fixed, irregular pause pattern (as in cocotbext-axi's own tests)."""
-    return itertools.cycle([1, 1, 1, 0])
-
-
-def random_pause(seed):
-    rng = random.Random(seed)
-    while True:
-        yield rng.random() < 0.4
 
 
 class TB:
@@ -56,9 +49,9 @@ class TB:
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst, size=RAM_SIZE)
         self.model = GoldenModel(CONFIG)
         self.model.out[:] = output_pattern(CONFIG)
-        self.bursts: list[tuple[str, int, int]] = []
-        cocotb.start_soon(self._monitor("ar"))
-        cocotb.start_soon(self._monitor("aw"))
+        self.axi = AxiProtocolMonitor(dut, BEAT)
+        self.bursts = self.axi.bursts
+        self.axi.start()
 
     def set_idle_generator(self, generator=None):
         if generator:
@@ -70,28 +63,6 @@ class TB:
             self.ram.write_if.aw_channel.set_pause_generator(generator())
             self.ram.write_if.w_channel.set_pause_generator(generator())
             self.ram.read_if.ar_channel.set_pause_generator(generator())
-
-    async def _monitor(self, channel):
-        """Protocol checks on AR/AW: stable requests, at most 256 beats, no 4 KiB crossing, inside the window."""
-        dut = self.dut
-        valid, ready = getattr(dut, f"m_axi__{channel}valid"), getattr(dut, f"m_axi__{channel}ready")
-        addr, length = getattr(dut, f"m_axi__{channel}addr"), getattr(dut, f"m_axi__{channel}len")
-        held = None
-        while True:
-            await FallingEdge(dut.clk)
-            if not valid.value:
-                assert held is None, f"{channel}valid dropped before the handshake"
-                continue
-            request = (int(addr.value), int(length.value))
-            assert held is None or held == request, f"{channel} request changed while waiting: {held} -> {request}"
-            held = request
-            if ready.value:
-                a, n = request
-                beats = n + 1
-                assert a % 4096 + beats * BEAT <= 4096, f"{channel} burst {a:#x} x{beats} crosses 4 KiB"
-                assert PHYS_BASE <= a and a + beats * BEAT <= PHYS_BASE + WINDOW, f"{channel} {a:#x} outside window"
-                self.bursts.append((channel, a, beats))
-                held = None
 
     async def reset(self):
         dut = self.dut
@@ -192,8 +163,8 @@ class TB:
     def golden_execute(self, word: int) -> int:
         ins = ISA.decode(word)
         try:
-            self.model._execute(ins, self.ddr, WINDOW, RunResult())
-        except golden._Trap as trap:
+            self.model.execute(ins, self.ddr, WINDOW, RunResult())
+        except golden.Trap as trap:
             assert trap.code != ErrorCode.ILLEGAL_FIELD, f"test bug: illegal instruction {ins}: {trap}"
             return int(trap.code)
         return 0
@@ -213,16 +184,6 @@ async def setup(dut, idle=False, backpressure=False, seed=1) -> TB:
     await tb.reset()
     tb.fill_ddr(seed)
     return tb
-
-
-def load(buffer=Buffer.INPUT, buf_addr=0, ddr_addr=0, len0=BEAT, n1=1, s1=0, n2=1, s2=0) -> int:
-    return ISA.encode(Opcode.LOAD, buffer=buffer, buf_addr=buf_addr, ddr_addr=ddr_addr, len0=len0, n1=n1,
-                      ddr_stride1=s1, n2=n2, ddr_stride2=s2)
-
-
-def store(buf_addr=0, ddr_addr=0, n0=1, n1=1, s1=0, buf_stride1=0, n2=1, s2=0, sb0=0) -> int:
-    return ISA.encode(Opcode.STORE, buf_addr=buf_addr, ddr_addr=ddr_addr, n0=n0, n1=n1, ddr_stride1=s1,
-                      buf_stride1=buf_stride1, n2=n2, ddr_stride2=s2, sb0=sb0)
 
 
 GENERATORS = dict(idle=[False, True], backpressure=[False, True])
@@ -300,28 +261,14 @@ async def window_refusals(dut):
 async def bus_errors(dut):
     """SLVERR on R or B raises AXI_READ_ERROR / AXI_WRITE_ERROR; the engine stops cleanly and works after."""
     tb = await setup(dut, seed=30)
-    poisoned = RAM_WINDOW + 0x3000
-    read_orig, write_orig = tb.ram.read_if._read, tb.ram.write_if._write
-
-    async def bad_read(address, length):
-        if poisoned <= address % RAM_SIZE < poisoned + 64:
-            raise ValueError("poisoned")
-        return await read_orig(address, length)
-
-    async def bad_write(address, data):
-        if poisoned <= address % RAM_SIZE < poisoned + 64:
-            raise ValueError("poisoned")
-        return await write_orig(address, data)
-
-    tb.ram.read_if._read = bad_read
-    tb.ram.write_if._write = bad_write
+    restore = poison(tb.ram, RAM_WINDOW + 0x3000)
     # The poisoned beat is in the second chunk; later chunks are not issued, outstanding ones drained.
     got = await tb.execute(load(Buffer.INPUT, buf_addr=0, ddr_addr=0x3000 - 300 * BEAT, len0=256 * BEAT, n1=3,
                                 s1=256 * BEAT))
     assert got == ErrorCode.AXI_READ_ERROR
     got = await tb.execute(store(buf_addr=0, ddr_addr=0x3000 - 16 * BEAT, n0=40))
     assert got == ErrorCode.AXI_WRITE_ERROR
-    tb.ram.read_if._read, tb.ram.write_if._write = read_orig, write_orig
+    restore()
     await tb.resync_buffers()
     tb.ddr[:] = np.frombuffer(tb.ram.read(RAM_WINDOW, WINDOW), np.uint8)
     # Clean operation afterwards.

@@ -16,10 +16,10 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
+from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION
 from dlproc.processor.isa import (
     CTRL_CLEAR,
     CTRL_IRQ_EN,
@@ -30,25 +30,26 @@ from dlproc.processor.isa import (
     STATUS_ERROR,
     Buffer,
     ErrorCode,
-    InstructionSet,
     Opcode,
     Reg,
 )
 from dlproc.sim.golden import GoldenDevice
 
+from .axi_bench import (
+    BEAT,
+    CONFIG,
+    ISA,
+    PHYS_BASE,
+    RAM_SIZE,
+    RAM_WINDOW,
+    WINDOW,
+    AxiProtocolMonitor,
+    cycle_pause,
+    load,
+    poison,
+    store,
+)
 from .benches import output_pattern
-
-CONFIG = ProcessorConfig.preset("tiny_int8")
-ISA = InstructionSet(CONFIG)
-BEAT = CONFIG.beat_bytes
-RAM_SIZE = 4 << 20
-WINDOW = 1 << 20
-PHYS_BASE = 0x4010_0000
-RAM_WINDOW = PHYS_BASE % RAM_SIZE
-
-
-def cycle_pause():
-    return itertools.cycle([1, 1, 1, 0])
 
 
 class TB:
@@ -66,9 +67,9 @@ class TB:
         self.image = rng.integers(0, 256, RAM_SIZE, dtype=np.uint8)
         self.ram.write(0, self.image.tobytes())
         self.golden.ddr[:] = self.image[RAM_WINDOW:RAM_WINDOW + WINDOW]
-        self.bursts: list[tuple[str, int, int]] = []
-        cocotb.start_soon(self._monitor("ar"))
-        cocotb.start_soon(self._monitor("aw"))
+        self.axi = AxiProtocolMonitor(dut, BEAT)
+        self.bursts = self.axi.bursts
+        self.axi.start()
 
     def set_generators(self, idle: bool, backpressure: bool):
         if idle:
@@ -78,25 +79,6 @@ class TB:
             self.ram.write_if.aw_channel.set_pause_generator(cycle_pause())
             self.ram.write_if.w_channel.set_pause_generator(cycle_pause())
             self.ram.read_if.ar_channel.set_pause_generator(cycle_pause())
-
-    async def _monitor(self, channel):
-        dut = self.dut
-        valid, ready = getattr(dut, f"m_axi__{channel}valid"), getattr(dut, f"m_axi__{channel}ready")
-        addr, length = getattr(dut, f"m_axi__{channel}addr"), getattr(dut, f"m_axi__{channel}len")
-        held = None
-        while True:
-            await FallingEdge(dut.clk)
-            if not valid.value:
-                assert held is None, f"{channel}valid dropped before the handshake"
-                continue
-            request = (int(addr.value), int(length.value))
-            assert held is None or held == request, f"{channel} request changed while waiting"
-            held = request
-            if ready.value:
-                a, n = request
-                assert a % 4096 + (n + 1) * BEAT <= 4096, f"{channel} burst {a:#x} x{n + 1} crosses 4 KiB"
-                self.bursts.append((channel, a, n + 1))
-                held = None
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -170,16 +152,6 @@ class TB:
                 last_cycle = cycle
         self.check_ddr(f"{what}\n{listing}\n")
         return got
-
-
-def load(buffer=Buffer.INPUT, buf_addr=0, ddr_addr=0, len0=BEAT, n1=1, s1=0, n2=1, s2=0) -> int:
-    return ISA.encode(Opcode.LOAD, buffer=buffer, buf_addr=buf_addr, ddr_addr=ddr_addr, len0=len0, n1=n1,
-                      ddr_stride1=s1, n2=n2, ddr_stride2=s2)
-
-
-def store(buf_addr=0, ddr_addr=0, n0=1, n1=1, s1=0, buf_stride1=0, n2=1, s2=0, sb0=0) -> int:
-    return ISA.encode(Opcode.STORE, buf_addr=buf_addr, ddr_addr=ddr_addr, n0=n0, n1=n1, ddr_stride1=s1,
-                      buf_stride1=buf_stride1, n2=n2, ddr_stride2=s2, sb0=sb0)
 
 
 SYNC, END = ISA.encode(Opcode.SYNC), ISA.encode(Opcode.END)
@@ -288,20 +260,7 @@ async def bus_errors(dut):
     """SLVERR on a LOAD reports its own ERROR_PC even after later instructions were dispatched; fetch SLVERR."""
     tb = await setup(dut)
     await tb.use_window()
-    poisoned = RAM_WINDOW + 0x6000
-    read_orig, write_orig = tb.ram.read_if._read, tb.ram.write_if._write
-
-    async def bad_read(address, length):
-        if poisoned <= address % RAM_SIZE < poisoned + 64:
-            raise ValueError("poisoned")
-        return await read_orig(address, length)
-
-    async def bad_write(address, data):
-        if poisoned <= address % RAM_SIZE < poisoned + 64:
-            raise ValueError("poisoned")
-        return await write_orig(address, data)
-
-    tb.ram.read_if._read, tb.ram.write_if._write = bad_read, bad_write
+    restore = poison(tb.ram, RAM_WINDOW + 0x6000)
     gemm = ISA.encode(Opcode.GEMM, r0=1, r1=1, r2=1, s0=1, s1=1)
     words = [load(ddr_addr=0x6000 - 64 * BEAT, len0=200 * BEAT), gemm, mark(5), gemm, SYNC, END]
     tb.put(0x100, ISA.to_bytes(words))
@@ -334,7 +293,7 @@ async def bus_errors(dut):
         pass
     assert await tb.read(Reg.ERROR_CODE) == ErrorCode.AXI_READ_ERROR
     assert await tb.read(Reg.ERROR_PC) == 2
-    tb.ram.read_if._read, tb.ram.write_if._write = read_orig, write_orig
+    restore()
     tb.golden.ddr[:] = np.frombuffer(tb.ram.read(RAM_WINDOW, WINDOW), np.uint8)
     tb.image[:] = np.frombuffer(tb.ram.read(0, RAM_SIZE), np.uint8)
     got = await tb.run([store(1, 0x6000, n0=30), END], 0x300, what="after bus errors")
