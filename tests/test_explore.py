@@ -195,3 +195,35 @@ def test_sweep_on_ray_matches_the_in_process_sweep(local_ray, nets, sweep):
 
     assert key(on_ray) == key(sweep)
     assert on_ray.recommended.config == sweep.recommended.config
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def test_cli_explore_writes_files_and_compile_takes_the_chosen_json(nets, tmp_path, capsys):
+    from dlproc.runtime.cli import main
+
+    out = tmp_path / "ex"
+    code = main(["explore", *nets, "--fps", "2000", "--base", "tiny_int8", "--workers", "0",
+                 "--space", json.dumps({k: list(v) for k, v in SMALL_SPACE.items()}), "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "Recommended:" in text and "clock" in text and "DDR model" in text
+    chosen = ProcessorConfig.load(str(out / "processor.json"))
+    assert {"points.csv", "explore.json", "pareto.png", "processor.json"} <= {p.name for p in out.iterdir()}
+    assert f"[{chosen.hardware_hash}]" in text
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32))
+    assert main(["compile", nets[0], "--processor", str(out / "processor.json"), "--calibration",
+                 str(tmp_path / "calib.npy"), "-o", str(tmp_path / "bundle")]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "custom:dsp=lots"], "bad custom board"),
+    (["--board", "zcu999"], "unknown board"),
+    (["--space", "{\"conv_lanes\": [4]}"], "unknown field"),
+    (["--space", "[4]"], "--space"),
+])
+def test_cli_explore_bad_input_one_line(nets, capsys, argv, message):
+    from dlproc.runtime.cli import main
+
+    assert main(["explore", nets[0], "--fps", "100", "--workers", "0", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
