@@ -227,3 +227,23 @@ def test_cli_explore_bad_input_one_line(nets, capsys, argv, message):
     assert main(["explore", nets[0], "--fps", "100", "--workers", "0", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- RTL and synthesis
+TINY_ONLY = {"conv_ic_lanes": (4,), "conv_oc_lanes": (8,), "fc_threads": (4,), "input_buffer_kib": (4,),
+             "weight_buffer_kib": (4,), "acc_buffer_entries": (256,), "param_buffer_entries": (32,)}
+
+
+@pytest.mark.slow
+def test_verify_and_synthesize_the_best_on_ray(local_ray, nets):
+    """The tiny preset's Verilator build and Yosys synthesis as Ray tasks (cached by content in ~/.cache/dlproc:
+    ~20 s warm; the first synthesis of a changed RTL takes ~4 min on this machine)."""
+    res = explore(nets[:1], fps=100, base="tiny_int8", space=TINY_ONLY, verify=1, synthesize=1)
+    (p,) = res.verified
+    assert p.config == ProcessorConfig.preset("tiny_int8")
+    assert p.verify_error is None and p.synthesis_error is None
+    name = res.networks[0]
+    # the RTL's own cycle counters against the estimate (tests/test_property.py holds them within 5 %)
+    assert p.measured_fps[name] == pytest.approx(p.fps[name], rel=0.05)
+    assert p.synthesized["DSP"] == pytest.approx(p.resources["DSP"], rel=0.02)
+    assert "RTL (Verilator)" in res.summary() and "Yosys" in res.summary()
