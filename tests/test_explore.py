@@ -247,3 +247,21 @@ def test_verify_and_synthesize_the_best_on_ray(local_ray, nets):
     assert p.measured_fps[name] == pytest.approx(p.fps[name], rel=0.05)
     assert p.synthesized["DSP"] == pytest.approx(p.resources["DSP"], rel=0.02)
     assert "RTL (Verilator)" in res.summary() and "Yosys" in res.summary()
+
+
+# ---------------------------------------------------------------------------------------------------- validate
+def test_validate_on_workers_equals_the_serial_run(local_ray, nets):
+    """Workflow.validate(workers=2) on the RTL: the frames are split over two Ray tasks, each with its own
+    Verilator simulation of the tiny preset; the result equals the golden model's, frame for frame."""
+    x = np.random.default_rng(1).random((5, 3, 32, 32), dtype=np.float32)
+    labels = np.arange(5) % 10
+    sim = Workflow(nets[0], processor="tiny_int8", target="sim")
+    sim.calibrate(x[:2], progress=False)
+    ref = Workflow(nets[0], processor="tiny_int8", target="ref")
+    ref.graph = sim.graph  # the same quantized network
+    on_workers = sim.validate(x, labels, workers=2)
+    serial = ref.validate(x, labels)
+    assert on_workers.frames == 5 and on_workers.target == "sim"
+    assert on_workers.int8_accuracy == serial.int8_accuracy and on_workers.agreement == serial.agreement
+    for name, err in serial.outputs.items():
+        assert on_workers.outputs[name].max_abs == err.max_abs
