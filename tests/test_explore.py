@@ -115,6 +115,17 @@ def test_custom_budget_and_smaller_board(nets):
             board_capacity(bad)
 
 
+@pytest.mark.parametrize("objective, value", [("lut", lambda p: p.resources["LUT"]),
+                                              ("bram", lambda p: p.resources["BRAM36"]),
+                                              ("power", lambda p: p.config.clock_mhz * (
+                                                  p.resources["DSP"] + 2 * p.resources["BRAM36"]
+                                                  + p.resources["LUT"] / 64 + p.resources["FF"] / 256))])
+def test_each_objective_picks_its_own_minimum(nets, objective, value):
+    res = explore(nets[:1], fps=1000, base="tiny_int8", space=SMALL_SPACE, workers=0, objective=objective)
+    meeting = [p for p in res.points if min(p.fps.values()) >= 1100]
+    assert res.recommended is not None and value(res.recommended) == min(value(p) for p in meeting)
+
+
 def test_unreachable_target_recommends_nothing(nets):
     res = explore(nets[:1], fps=1e9, base="tiny_int8", space=SMALL_SPACE, workers=0)
     assert res.points and res.recommended is None
