@@ -508,9 +508,10 @@ def explore(networks: Sequence[Any] | Any, *, fps: float, board: str = "zcu102",
     workers, address : optional
         Ray: local CPUs, or a cluster address (default ``RAY_ADDRESS``); ``workers=0`` runs in this process.
     verify : int
-        Run the ``verify`` best points meeting the target on the RTL (Verilator build + the first frame).
+        Run the ``verify`` best points of the front meeting the target on the RTL (a Verilator build each, then the
+        first frame of every network: random pixels, the cycles do not depend on them).
     synthesize : int
-        Synthesize the ``synthesize`` best points with Yosys.
+        Synthesize the ``synthesize`` best points of the front meeting the target with Yosys.
     progress : bool
         A progress bar with the points done and the best so far.
     timeout_s : float, optional
@@ -631,7 +632,10 @@ def explore(networks: Sequence[Any] | Any, *, fps: float, board: str = "zcu102",
     result = ExploreResult(names, float(fps), margin, capacity, objective, points, front, recommended,
                            rejected=rejected, failures=failures, compilations=compilations, assumptions=assumptions)
 
-    shortlist = meeting[:max(verify, synthesize)]
+    # the K best are taken from the front (a configuration with the same lanes and larger buffers but no gain is
+    # not a second candidate)
+    on_front = {id(p) for p in front}
+    shortlist = [p for p in meeting if id(p) in on_front][:max(verify, synthesize)]
     result.verified = list(shortlist)
     if verify and shortlist:
         outcomes = run_tasks(_verify_point, [p.config.to_dict() for p in shortlist[:verify]],
