@@ -271,9 +271,13 @@ class ExploreResult:
 
     def summary(self) -> str:
         """The answer in a few lines: target, what was swept, the recommendation and what it assumes."""
+        def cap(kind: str) -> str:
+            value = getattr(self.board, kind)
+            return "unlimited" if value >= 1 << 40 else f"{value:,}"
+
         lines = [f"Target: {self.target_fps:g} frames/s (+{self.margin:.0%} margin) on {', '.join(self.networks)}; "
-                 f"board {self.board.name} (DSP {self.board.DSP:,}, LUT {self.board.LUT:,}, "
-                 f"BRAM36 {self.board.BRAM36:,}); objective: smallest {self.objective}.",
+                 f"board {self.board.name} (DSP {cap('DSP')}, LUT {cap('LUT')}, BRAM36 {cap('BRAM36')}); "
+                 f"objective: smallest {self.objective}.",
                  f"Evaluated {len(self.points)} points ({self.compilations} compilations); never proposed: "
                  + ", ".join(f"{n} {k}" for k, n in self.rejected.items()) + f"; front: {len(self.front)} points."]
         if self.failures:
