@@ -276,3 +276,27 @@ def test_validate_on_workers_equals_the_serial_run(local_ray, nets):
     assert on_workers.int8_accuracy == serial.int8_accuracy and on_workers.agreement == serial.agreement
     for name, err in serial.outputs.items():
         assert on_workers.outputs[name].max_abs == err.max_abs
+
+
+def test_recorded_timing_results_set_the_clocks(nets, monkeypatch, tmp_path):
+    """When dlproc.boards.timing has a recorded fmax for a configuration, the sweep tries the candidate clocks up to
+    it (a stand-in module with the interface of the timing check's branch: RECORDED, timing_key, MODEL_VERSION)."""
+    import sys
+    import types
+
+    recorded = tmp_path / "timing_recorded.json"
+    fake = types.ModuleType("dlproc.boards.timing")
+    fake.RECORDED, fake.MODEL_VERSION = recorded, 7
+    fake.timing_key = lambda config: f"{config.conv_ic_lanes}x{config.conv_oc_lanes}"
+    recorded.write_text(json.dumps({"4x8": {"fmax_mhz": 212.0, "model_version": 7, "date": "2026-12-02"},
+                                    "4x4": {"fmax_mhz": 150.0, "model_version": 6}}))
+    monkeypatch.setitem(sys.modules, "dlproc.boards.timing", fake)
+    tiny = ProcessorConfig.preset("tiny_int8")
+    assert supported_clocks(tiny) == ([100.0, 150.0, 200.0], "timing check: fmax 212 MHz (recorded 2026-12-02)")
+    assert supported_clocks(tiny.replace(conv_oc_lanes=4)) == ([100.0], "clock not checked")  # older model
+    res = explore(nets[:1], fps=100, base="tiny_int8", space=TINY_ONLY, workers=0, objective="power")
+    assert sorted(p.config.clock_mhz for p in res.points) == [100.0, 150.0, 200.0]
+    (cycles,) = {p.cycles[res.networks[0]] for p in res.points}  # one compilation, the clock only rescales
+    for p in res.points:
+        assert p.fps[res.networks[0]] == pytest.approx(p.config.clock_mhz * 1e6 / cycles)
+    assert res.recommended.config.clock_mhz == 100.0  # the power index prefers the slowest clock that suffices
