@@ -631,7 +631,8 @@ def explore(networks: Sequence[Any] | Any, *, fps: float, board: str = "zcu102",
            if CLOCK_NOT_CHECKED in clock_sources else ""),
         ddr_model_label(),
         "resources: analytical model of dlproc.boards.resources fitted to Yosys syntheses (LUT/FF upper bounds); "
-        f"AXI master {MAX_AXI_BITS} bits at most (PS HP port)",
+        f"AXI master {MAX_AXI_BITS} bits at most (PS HP port)"
+        + ("; fp32 LUT/FF scaled from one synthesis (rough, see FP32_FIT)" if dtype == "fp32" else ""),
     ]
     result = ExploreResult(names, float(fps), margin, capacity, objective, points, front, recommended,
                            rejected=rejected, failures=failures, compilations=compilations, assumptions=assumptions)
