@@ -155,13 +155,12 @@ def test_writes_table_csv_json_png_and_a_processor_json_compile_accepts(sweep, t
 
 
 # ---------------------------------------------------------------------------------------------------- on Ray
-ray = pytest.importorskip("ray")
-
-
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray with two workers for the module (starting Ray takes ~15 s here)."""
     import sys
+
+    ray = pytest.importorskip("ray")  # the 'explore' extra; the tests above run without it
 
     # the test tasks below live in this test module, which the workers cannot import: pickle them by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
