@@ -1,5 +1,5 @@
 # Developer entry points. Every target sets up the virtual environment on first use:
-#   .venv (python3.11) with `pip install -e ".[test,demo]"`; the stamp file skips the install until
+#   .venv (python3.11) with `pip install -e ".[test,demo,explore]"`; the stamp file skips the install until
 #   pyproject.toml changes.
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3.11)
@@ -19,7 +19,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --disable-pip-version-check -e ".[test,demo]"
+	$(PY) -m pip install --disable-pip-version-check -e ".[test,demo,explore]"
 	touch $@
 
 test: $(STAMP)

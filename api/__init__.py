@@ -12,7 +12,7 @@ from dlproc.runtime.profile import Profile
 from dlproc.runtime.workflow import Workflow
 
 __all__ = ["ProcessorConfig", "ConfigError", "Workflow", "CompiledNetwork", "CompileError", "Profile",
-           "estimate_resources"]
+           "estimate_resources", "explore"]
 __version__ = "0.1.0"
 
 
@@ -21,3 +21,10 @@ def estimate_resources(config, board: str = "zcu102", **options):
     from dlproc.boards.resources import estimate_resources as _estimate
 
     return _estimate(ProcessorConfig.load(config), board=board, **options)
+
+
+def explore(networks, *, fps: float, board: str = "zcu102", dtype: str = "int8", objective: str = "dsp", **options):
+    """The smallest processor configuration reaching ``fps`` on every network (see :mod:`dlproc.runtime.explore`)."""
+    from dlproc.runtime.explore import explore as _explore
+
+    return _explore(networks, fps=fps, board=board, dtype=dtype, objective=objective, **options)

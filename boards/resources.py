@@ -56,7 +56,8 @@ from typing import Any
 
 from dlproc.processor.config import ProcessorConfig
 
-__all__ = ["ResourceReport", "ResourceCounts", "BoardCapacity", "BOARDS", "estimate_resources", "synthesize_resources",
+__all__ = ["ResourceReport", "ResourceCounts", "BoardCapacity", "BOARDS", "board_capacity", "estimate_resources",
+           "synthesize_resources",
            "model_resources", "SynthesisError", "MODEL_FIT", "FP32_FIT", "MODEL_TOLERANCE", "cache_dir"]
 
 #: Version of the synthesis script and counting rules (part of the cache key).
@@ -101,8 +102,38 @@ class BoardCapacity:
 BOARDS: dict[str, BoardCapacity] = {
     "zcu102": BoardCapacity("zcu102", "xczu9eg-ffvb1156-2-e", "xcup", 274_080, 548_160, 2_520, 912, 0),
     "zcu104": BoardCapacity("zcu104", "xczu7ev-ffvc1156-2-e", "xcup", 230_400, 460_800, 1_728, 312, 96),
+    # The Kria K26 SOM's XCK26: AMD DS987 "Kria K26 SOM Data Sheet", programmable logic table (1,248 DSP, 144 BRAM36,
+    # 64 URAM, 117,120 LUT, 234,240 FF); the DSP/BRAM/URAM figures checked again against a public KV260 design page.
     "kv260": BoardCapacity("kv260", "xck26-sfvc784-2LV-c", "xcup", 117_120, 234_240, 1_248, 144, 64),
 }
+
+
+def board_capacity(spec: str) -> BoardCapacity:
+    """A board of :data:`BOARDS` by name, or a stated budget ``"custom:dsp=900,lut=100000,bram=200"``.
+
+    A custom budget names at least one of ``dsp``, ``lut``, ``bram`` (BRAM36 blocks), ``ff``, ``uram``; a kind it
+    does not name is unlimited. It is an UltraScale+ (``xcup``) part for synthesis.
+    """
+    if not spec.startswith("custom:"):
+        return _board(spec)
+    kinds = {"dsp": "DSP", "lut": "LUT", "bram": "BRAM36", "ff": "FF", "uram": "URAM"}
+    values: dict[str, int] = {}
+    for part in filter(None, spec.removeprefix("custom:").split(",")):
+        key, _, value = part.partition("=")
+        key = key.strip().lower()
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            number = -1
+        if key not in kinds or number < 0:
+            raise ValueError(f"bad custom board {spec!r}: give custom:dsp=N,lut=N,bram=N (also ff=N, uram=N), "
+                             "each a non-negative integer")
+        values[kinds[key]] = number
+    if not values:
+        raise ValueError(f"bad custom board {spec!r}: name at least one of dsp, lut, bram, ff, uram")
+    unlimited = 1 << 40
+    return BoardCapacity("custom", "custom budget", "xcup", values.get("LUT", unlimited), values.get("FF", unlimited),
+                         values.get("DSP", unlimited), values.get("BRAM36", unlimited), values.get("URAM", 0))
 
 RESOURCE_KINDS = ("LUT", "FF", "DSP", "BRAM36", "URAM")
 

@@ -1,7 +1,7 @@
 """The ``dlproc`` command line: thin glue over the Python API.
 
 Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``compare``, ``generate``, ``estimate``, ``resources``,
-``build``, ``board check``.
+``build``, ``board check``, ``explore``.
 Errors a user can act on (bad model, bad configuration, wrong shapes, processor errors) print one line and exit
 with status 2; no traceback.
 """
@@ -281,6 +281,65 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    """``dlproc explore``: the smallest configuration reaching ``--fps`` on every network; table, files, plot."""
+    import json
+
+    from dlproc.runtime.explore import DEFAULT_SPACE, explore
+
+    space = dict(DEFAULT_SPACE)
+    if args.space:
+        text = Path(args.space).read_text() if Path(args.space).is_file() else args.space
+        try:
+            given = json.loads(text)
+        except json.JSONDecodeError:
+            given = None
+        if not isinstance(given, dict) or not all(isinstance(v, list) and v for v in given.values()):
+            raise ValueError(f"--space {args.space!r} is not a JSON object of field: [values] (text or file)")
+        space.update({k: tuple(v) for k, v in given.items()})
+    try:
+        result = explore(args.networks, fps=args.fps, board=args.board, dtype=args.dtype, objective=args.objective,
+                         margin=args.margin, base=args.base, space=space, workers=args.workers, address=args.address,
+                         verify=args.verify, synthesize=args.synthesize, progress=True, timeout_s=args.timeout)
+    except ImportError as exc:  # Ray missing: say how to get it, or to run in-process
+        print(f"dlproc explore: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print()
+    print(result.summary())
+    paths = result.write(args.output)
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+    if "processor" in paths:
+        print(f"use it with: dlproc compile NET --processor {paths['processor']} ... / dlproc build --processor "
+              f"{paths['processor']} ...")
+    return 0
+
+
+def _add_explore_parser(sub) -> None:
+    from dlproc.runtime.explore import OBJECTIVES
+
+    s = sub.add_parser("explore", help="search the processor configurations for the smallest reaching a frame rate")
+    s.add_argument("networks", nargs="+", metavar="NET", help="ONNX models (the target holds for every one)")
+    s.add_argument("--fps", type=float, required=True, help="target frames/s")
+    s.add_argument("--board", default="zcu102",
+                   help="zcu102, zcu104, kv260 (Kria K26) or a budget custom:dsp=N,lut=N,bram=N (default zcu102)")
+    s.add_argument("--dtype", default="int8", choices=("int8", "fp32"))
+    s.add_argument("--objective", default="dsp", choices=OBJECTIVES, help="what 'smallest' means (default dsp)")
+    s.add_argument("--margin", type=float, default=0.10, help="required headroom over --fps (default 0.10)")
+    s.add_argument("--base", help="preset or JSON giving the fields that are not swept (default zcu102_<dtype>)")
+    s.add_argument("--space", help="JSON object (text or file) of field: [values] replacing the default sweep of "
+                   "those fields, e.g. '{\"conv_ic_lanes\": [8, 16]}'")
+    s.add_argument("--verify", type=int, default=0, metavar="K",
+                   help="run the K best on the RTL (a Verilator build each) and report measured frames/s")
+    s.add_argument("--synthesize", type=int, default=0, metavar="K", help="Yosys resource synthesis of the K best")
+    s.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all cores; 0: no Ray, in-process)")
+    s.add_argument("--address", help="a Ray cluster to run on (default: RAY_ADDRESS, else a local Ray)")
+    s.add_argument("--timeout", type=float, help="seconds to wait for the sweep's tasks")
+    s.add_argument("-o", "--output", default="explore", help="directory for points.csv, explore.json, pareto.png, "
+                   "processor.json (default ./explore)")
+    s.set_defaults(func=cmd_explore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dlproc`` command."""
     p = argparse.ArgumentParser(prog="dlproc", description="Open deep learning processor generator for FPGAs: "
@@ -383,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--processor", default="zcu102_int8")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=cmd_build)
+
+    _add_explore_parser(sub)
     return p
 
 

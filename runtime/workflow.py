@@ -324,6 +324,24 @@ class Workflow:
         assert self.compiled is not None
         reference = run_float(self.float_graph, frames)
         return Comparison.of(self.compiled, got, reference, layer_outputs(self.compiled, list(got)), self.target)
+    def _predict_on_workers(self, frames: np.ndarray, workers: int, address: str | None):
+        """:meth:`predict` with the frames split into ``max(1, workers)`` Ray tasks, one device each."""
+        from dlproc.runtime.distributed import run_tasks
+
+        if self.target == "fpga":
+            raise ValueError("workers= spreads frames over simulated devices: the 'fpga' target is one board")
+        if self.compiled is None:
+            self.compile()
+        chunks = [c for c in np.array_split(frames, max(1, workers)) if len(c)]
+        shared = {"network": self.compiled, "target": self.target, "options": self.device_options,
+                  "timeout_s": self.timeout_s}
+        results = run_tasks(_predict_chunk, chunks, shared=shared, workers=workers, address=address)
+        failed = [f"frames {sum(len(c) for c in chunks[:r.index])}..: {r.error}" for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(chunks)} validation task(s) failed: " + "; ".join(failed))
+        names = list(self.compiled.outputs)
+        arrays = [np.concatenate([r.value[name] for r in results], axis=0) for name in names]
+        return arrays[0] if len(arrays) == 1 else arrays
 
     def run_int(self, frame: Any) -> dict[str, np.ndarray]:
         """Run one frame and return every int8 tensor the processor wrote (for bit-exactness checks)."""
@@ -333,7 +351,7 @@ class Workflow:
         return self._driver.infer(frames[0], keep_int=True)[2]
 
     def validate(self, x: Any, labels: Any = None, metric: Callable | None = None, *, batch_size: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, workers: int | None = None, address: str | None = None):
         """Compare the quantized network on this workflow's target with the float network.
 
         The float network is the original ONNX model evaluated by the project's float evaluator
@@ -353,6 +371,11 @@ class Workflow:
             Frames per float evaluator call when the model's batch axis is not fixed.
         progress : bool
             Progress bar over the frames on the target.
+        workers : int, optional
+            Spread the frames over this many Ray tasks (target "ref" or "sim": each task opens its own device, e.g.
+            one Verilator simulation each; see :mod:`dlproc.runtime.distributed`). ``None`` runs them here.
+        address : str, optional
+            With ``workers``: a Ray cluster (default ``RAY_ADDRESS``, else a local Ray with ``workers`` CPUs).
 
         Returns
         -------
@@ -368,7 +391,10 @@ class Workflow:
             if labels.shape[0] != frames.shape[0]:
                 raise ShapeError(f"{labels.shape[0]} labels for {frames.shape[0]} validation frames")
         reference = self._float_outputs(frames, batch_size)
-        quantized = self.predict(frames, progress=progress)
+        if workers is None:
+            quantized = self.predict(frames, progress=progress)
+        else:
+            quantized = self._predict_on_workers(frames, workers, address)
         quantized = [quantized] if isinstance(quantized, np.ndarray) else list(quantized)
         names = list(self.float_graph.outputs)
         return ValidationResult.compare(dict(zip(names, reference, strict=True)),
@@ -452,3 +478,18 @@ def _report_class():
     return QuantizationReport
 
 
+def _predict_chunk(frames: np.ndarray, shared: dict) -> dict[str, np.ndarray]:
+    """Ray task of ``Workflow.validate(..., workers=N)``: run some frames on a device of its own."""
+    net = shared["network"]
+    device = open_device(net.config, shared["target"], **shared["options"])
+    try:
+        driver = Driver(device, timeout_s=shared["timeout_s"])
+        driver.load(net)
+        outs: dict[str, list[np.ndarray]] = {name: [] for name in net.outputs}
+        for frame in frames:
+            result, _, _ = driver.infer(frame)
+            for name in outs:
+                outs[name].append(result[name])
+    finally:
+        device.close()
+    return {name: np.concatenate(v, axis=0) for name, v in outs.items()}
