@@ -151,3 +151,27 @@ def test_phase_lines_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
     with phase("silenced step", stream=out):
         pass
     assert out.getvalue() == ""
+
+
+def test_recorded_figures_fresh_stale_and_refresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recorded
+
+    monkeypatch.setattr(recorded, "RECORDS_DIR", tmp_path)
+    monkeypatch.delenv("DLPROC_REFRESH_RECORDS", raising=False)
+    runs: list[int] = []
+
+    def flow() -> dict:
+        runs.append(1)
+        return {"LUT": 100 + len(runs)}
+
+    figures, stale = recorded.recorded_figures("syn", "a", "key1", flow)  # no record: runs, asks for a refresh
+    assert figures == {"LUT": 101} and stale and "DLPROC_REFRESH_RECORDS=1" in stale and "no record" in stale
+    assert not (tmp_path / "syn.json").exists()
+    monkeypatch.setenv("DLPROC_REFRESH_RECORDS", "1")
+    figures, stale = recorded.recorded_figures("syn", "a", "key1", flow)  # refresh: runs and records
+    assert figures == {"LUT": 102} and stale is None
+    monkeypatch.setenv("DLPROC_REFRESH_RECORDS", "0")
+    figures, stale = recorded.recorded_figures("syn", "a", "key1", flow)  # same inputs: the record, no run
+    assert figures == {"LUT": 102} and stale is None and len(runs) == 2
+    figures, stale = recorded.recorded_figures("syn", "a", "key2", flow)  # inputs changed: runs, stale
+    assert figures == {"LUT": 103} and stale and "recorded for inputs key1" in stale
