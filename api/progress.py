@@ -11,6 +11,7 @@ a terminal only. ``DLPROC_PROGRESS=0`` silences both.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -67,7 +68,11 @@ def phase(what: str, *, quiet: bool = False, stream: IO[str] | None = None) -> I
     if _is_tty(out):
         from tqdm import tqdm
 
-        status = tqdm(total=None, desc=what, bar_format="dlproc: {desc} [{elapsed}]", file=out, leave=True)
+        # Size from shutil (which falls back to 80x24): a terminal reporting no size (some ptys) makes tqdm hide
+        # the line.
+        size = shutil.get_terminal_size()
+        status = tqdm(total=None, desc=what, bar_format="dlproc: {desc} [{elapsed}]", file=out, leave=True,
+                      ncols=size.columns, nrows=size.lines)
 
         def tick() -> None:
             while not stop.wait(1.0):
@@ -120,4 +125,6 @@ def bar(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit
         return iterable
     from tqdm import tqdm
 
+    size = shutil.get_terminal_size()
+    options = {"ncols": size.columns, "nrows": size.lines, **options}
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, **options)
