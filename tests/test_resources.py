@@ -3,7 +3,7 @@
 The synthesis test checks figures recorded in ``tests/recorded/resources.json`` when the inputs of the syntheses
 (configuration, processor sources, script, tool versions: :func:`synthesis_key`) are unchanged since the record;
 otherwise it runs Yosys (about 1.5 and 2 minutes per configuration on two cores) and asks for the record to be
-refreshed (see ``tests/recorded.py``). The cache test synthesizes a stand-in small enough to take seconds.
+refreshed (see ``tests/recorded.py``). The cache test synthesizes the small stand-in design of the harness tests.
 """
 
 from __future__ import annotations
@@ -125,9 +125,9 @@ def test_synthesis_of_two_small_configurations() -> None:
             pytest.fail(stale)
 
 
+@pytest.mark.slow  # one real (small) Yosys run: 20 s on an idle machine, minutes on a loaded one
 def test_synthesis_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stand-in small enough for Yosys to take seconds: the second call answers from the cache, and the key
-    # follows the configuration.
+    # The small stand-in design: the second call answers from the cache, and the key follows the configuration.
     from rtl_fixtures.standin_top import StandInTop
 
     monkeypatch.setenv("DLPROC_CACHE", str(tmp_path))
