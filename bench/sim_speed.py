@@ -7,8 +7,8 @@ For each preset it prints
 * for the test networks ``large_conv`` and ``residual`` (``tests/nets.py``): hardware cycles (the processor's
   CYCLES counter), wall time of one frame through the register-level driver (DDR writes, start, wait, read back)
   and simulated cycles/s;
-* with ``--zoo``, the same for one frame of AlexNet and ResNet-50 from the onnx wheel's zoo (seeded weights; a
-  zcu102 preset is what they are meant for).
+* with ``--zoo``, the same for one frame of AlexNet and ResNet-50 from the onnx wheel's zoo (seeded weights) on
+  the zcu102 presets.
 
 Run: ``.venv/bin/python bench/sim_speed.py [preset ...] [--zcu102] [--zoo]``. The default presets are
 ``tiny_int8`` and ``small_int8``; ``--zcu102`` adds ``zcu102_int8`` and ``zcu102_fp32`` (their simulators take
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             for net_name in NETS:
                 model, _ = ALL_NETS[net_name]()
                 frame(dev, cfg, model, net_name)
-            if args.zoo:
+            if args.zoo and name.startswith("zcu102"):
                 from zoo import zoo_model
 
                 for net_name in ZOO_NETS:
