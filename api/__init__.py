@@ -5,11 +5,23 @@ calibration, compilation and execution on a target ("ref" golden model, "sim" RT
 :class:`CompiledNetwork` is the compiled bundle, :class:`Profile` the per-layer timing.
 """
 
-from dlproc.compiler.errors import CompileError
-from dlproc.compiler.network import CompiledNetwork
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dlproc.processor.config import ConfigError, ProcessorConfig
-from dlproc.runtime.profile import Profile
-from dlproc.runtime.workflow import Workflow
+
+if TYPE_CHECKING:
+    from dlproc.compiler.errors import CompileError
+    from dlproc.compiler.network import CompiledNetwork
+    from dlproc.runtime.profile import Profile
+    from dlproc.runtime.workflow import Workflow
+
+#: Public names imported on first use (PEP 562), so that ``import dlproc.sim...`` (opening a simulator, the
+#: build cache) does not pay for the compiler's and onnx's imports.
+_LAZY = {"CompileError": "dlproc.compiler.errors", "CompiledNetwork": "dlproc.compiler.network",
+         "Profile": "dlproc.runtime.profile", "Workflow": "dlproc.runtime.workflow"}
 
 __all__ = ["ProcessorConfig", "ConfigError", "Workflow", "CompiledNetwork", "CompileError", "Profile",
            "estimate_resources", "explore"]
@@ -28,3 +40,9 @@ def explore(networks, *, fps: float, board: str = "zcu102", dtype: str = "int8",
     from dlproc.runtime.explore import explore as _explore
 
     return _explore(networks, fps=fps, board=board, dtype=dtype, objective=objective, **options)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dlproc' has no attribute {name!r}")

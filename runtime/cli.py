@@ -190,8 +190,11 @@ def _add_uio(parser: argparse.ArgumentParser) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from dlproc.processor.generate import generate
+    from dlproc.progress import phase
 
-    paths = generate(_config(args.processor), args.output)
+    config = _config(args.processor)
+    with phase(f"elaborating [{config.hardware_hash}] and writing its Verilog and RTLIL to {args.output}"):
+        paths = generate(config, args.output)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -5,12 +5,16 @@ Warnings: the ``filterwarnings`` list in ``pyproject.toml`` turns DeprecationWar
 of deprecated cocotb 2 APIs) alone. It lives there rather than here so that ``python -m pytest tests/x.py`` and
 ``make test`` behave the same.
 
-Fixtures: ``repo_root``, and the Verilator stand-in simulator (``standin_config``, ``standin_library``) that the
-harness tests use; building it takes about 20 s once, then it comes from ``${DLPROC_CACHE:-~/.cache/dlproc}``.
+Fixtures: ``repo_root``; ``sim_device``, the Verilator devices of the session (one per configuration, opened once
+and shared by every test that simulates a configuration); and the Verilator stand-in simulator (``standin_config``,
+``standin_library``) that the harness tests use. Simulator builds come from ``${DLPROC_CACHE:-~/.cache/dlproc}``
+after the first (minutes per configuration).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +36,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def repo_root() -> Path:
     """The repository's root directory."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def sim_device() -> Iterator[Callable[[ProcessorConfig | str], object]]:
+    """``sim_device(config or preset name)``: the session's VerilatorDevice of that configuration (opened once)."""
+    from dlproc.sim.verilator.device import VerilatorDevice
+
+    opened: dict[str, VerilatorDevice] = {}
+
+    def get(config: ProcessorConfig | str) -> VerilatorDevice:
+        cfg = ProcessorConfig.preset(config) if isinstance(config, str) else config
+        key = json.dumps(cfg.to_dict(), sort_keys=True)
+        if key not in opened:
+            opened[key] = VerilatorDevice(cfg)
+        return opened[key]
+
+    yield get
+    for dev in opened.values():
+        dev.close()
 
 
 @pytest.fixture(scope="session")

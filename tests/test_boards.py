@@ -209,16 +209,30 @@ def test_run_without_vivado(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- ECP5
 @pytest.mark.slow
 def test_ecp5_bitstream_with_the_open_toolchain(tmp_path: Path) -> None:
-    from dlproc.boards.ecp5 import build_ecp5, ecp5_config
+    """Yosys, nextpnr and ecppack on the small processor; the figures come from ``tests/recorded/ecp5.json`` when
+    the flow's inputs (:func:`ecp5_key`) are unchanged since the record, otherwise the flow runs (minutes)."""
+    from recorded import recorded_figures
+
+    from dlproc.boards.ecp5 import build_ecp5, ecp5_config, ecp5_key
 
     cfg = ecp5_config()
-    result = build_ecp5(cfg, tmp_path / "ecp5")
-    print(result)
-    assert result.bitstream.exists() and result.bitstream.stat().st_size > 100_000
-    comb_used, comb_avail = result.utilization["TRELLIS_COMB"]
+
+    def run_flow() -> dict:
+        result = build_ecp5(cfg, tmp_path / "ecp5")
+        print(result)
+        return {"bitstream_bytes": result.bitstream.stat().st_size if result.bitstream.exists() else 0,
+                "utilization": {k: list(v) for k, v in result.utilization.items()}, "fmax_mhz": result.fmax_mhz,
+                "target_mhz": result.target_mhz, "seconds": round(result.seconds, 1)}
+
+    figures, stale = recorded_figures("ecp5", "ulx3s_85f", ecp5_key(cfg), run_flow)
+    utilization = {k: tuple(v) for k, v in figures["utilization"].items()}
+    assert figures["bitstream_bytes"] > 100_000
+    comb_used, comb_avail = utilization["TRELLIS_COMB"]
     assert 2_000 < comb_used < comb_avail
     # Every int8 product of the MAC array survived synthesis (multipliers or LUT logic: at least the DSPs it took).
-    assert result.utilization["MULT18X18D"][0] >= cfg.conv_ic_lanes * cfg.conv_oc_lanes
+    assert utilization["MULT18X18D"][0] >= cfg.conv_ic_lanes * cfg.conv_oc_lanes
     # Timing is reported, not required (the exerciser's board clock is 25 MHz; the processor's own critical path
     # decides): it must be a plausible figure.
-    assert result.fmax_mhz is not None and 5 < result.fmax_mhz < 500
+    assert figures["fmax_mhz"] is not None and 5 < figures["fmax_mhz"] < 500
+    if stale:
+        pytest.fail(stale)

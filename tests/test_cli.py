@@ -53,6 +53,8 @@ def test_generate_writes_verilog_and_rtlil(tmp_path, capsys):
     v = (tmp_path / "dlproc_top.v").read_text()
     assert "module dlproc_top" in v and "m_axi__araddr" in v and "s_axil__awaddr" in v
     assert (tmp_path / "dlproc_top.il").stat().st_size > 0
+    err = capsys.readouterr().err  # the long step says what it does and how long it took
+    assert "dlproc: elaborating [" in err and ": done in " in err
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.skipif(not (EXAMPLE / "models" / "defect_trimmed.onnx")
                                 reason="the example models are not generated")
 
 
+@pytest.mark.slow  # end to end: four networks compiled and run on two RTL configurations
 def test_demo_flow_on_tiny_configurations(tmp_path):
     result = run_demo(processor="tiny_int8", fp32_processor="tiny_fp32", frames=1, test_images=12,
                       calibration_images=8, out_dir=tmp_path, target="sim", quiet=True)

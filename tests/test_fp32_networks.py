@@ -79,23 +79,13 @@ def test_golden_model_matches_float64_reference(netname, cfgname):
             assert_close_to_reference(g[i:i + 1], np.asarray(w, np.float64), f"{netname} output {name!r} frame {i}")
 
 
-@pytest.fixture(scope="module")
-def sim_devices():
-    from dlproc.sim.verilator.device import VerilatorDevice
-
-    devices = {}
-    yield lambda name: devices.setdefault(name, VerilatorDevice(CONFIGS[name]))
-    for dev in devices.values():
-        dev.close()
-
-
 def stored_words(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(value).view(np.uint32) for name, value in tensors.items()}
 
 
 @pytest.mark.parametrize("netname", [pytest.param(n, marks=pytest.mark.slow) if n == "large_conv" else n
                                      for n in ALL_NETS])
-def test_rtl_equals_golden_model(netname, sim_devices):
+def test_rtl_equals_golden_model(netname, sim_device):
     """tiny_fp32 in Verilator against the golden model: every tensor the hardware wrote, bit for bit."""
     cfgname = "tiny_fp32"
     model, _ = ALL_NETS[netname]()
@@ -105,7 +95,7 @@ def test_rtl_equals_golden_model(netname, sim_devices):
     x = rng.standard_normal(wf.input_shape).astype(np.float32)
     golden = Driver(GoldenDevice(net.config))
     golden.load(net)
-    rtl = Driver(sim_devices(cfgname), timeout_s=600)
+    rtl = Driver(sim_device(CONFIGS[cfgname]), timeout_s=600)
     rtl.load(net)
     want_out, _, want = golden.infer(x, keep_int=True)
     got_out, runs, got = rtl.infer(x, keep_int=True)

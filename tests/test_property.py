@@ -32,16 +32,6 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def devices():
-    from dlproc.sim.verilator.device import VerilatorDevice
-
-    opened = {}
-    yield lambda name: opened.setdefault(name, VerilatorDevice(CONFIGS[name]))
-    for dev in opened.values():
-        dev.close()
-
-
 @st.composite
 def networks(draw):
     groups = draw(st.sampled_from([1, 1, 2, "dw"]))
@@ -94,32 +84,34 @@ def _run_both(net, dev, x):
 @settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(net=networks())
-def test_random_layers_rtl_equals_golden(cfgname, net, devices):
+def test_random_layers_rtl_equals_golden(cfgname, net, sim_device):
     model, shape = net
     rng = np.random.default_rng(0)
     wf, compiled = _compile(model, CONFIGS[cfgname], rng)
-    want, got, _ = _run_both(compiled, devices(cfgname), rng.standard_normal(shape[1:]).astype(np.float32))
+    x = rng.standard_normal(shape[1:]).astype(np.float32)
+    want, got, _ = _run_both(compiled, sim_device(CONFIGS[cfgname]), x)
     assert want.keys() == got.keys()
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"tensor {name}")
 
 
 @pytest.mark.parametrize("cfgname", list(CONFIGS))
-def test_estimate_within_5_percent_of_hardware_counters(cfgname, devices):
+def test_estimate_within_5_percent_of_hardware_counters(cfgname, sim_device):
     errors = {}
     for netname, builder in ALL_NETS.items():
         model, shape = builder()
         rng = np.random.default_rng(1)
         _, compiled = _compile(model, CONFIGS[cfgname], rng)
-        _, _, runs = _run_both(compiled, devices(cfgname), rng.standard_normal(shape[1:]).astype(np.float32))
+        x = rng.standard_normal(shape[1:]).astype(np.float32)
+        _, _, runs = _run_both(compiled, sim_device(CONFIGS[cfgname]), x)
         measured = profile_from_runs(compiled, [runs]).total_cycles
         errors[netname] = (estimate_performance(compiled).total_cycles - measured) / measured
     print({k: f"{v:+.1%}" for k, v in errors.items()})
     assert all(abs(e) <= 0.05 for e in errors.values()), errors
 
 
-def test_bundle_for_another_configuration_is_refused_by_the_rtl(devices):
+def test_bundle_for_another_configuration_is_refused_by_the_rtl(sim_device):
     model, _ = ALL_NETS["classifier"]()
     _, compiled = _compile(model, CONFIGS["wide"], np.random.default_rng(2))
     with pytest.raises(DeviceMismatch, match="recompile"):
-        Driver(devices("square")).load(compiled)
+        Driver(sim_device(CONFIGS["square"])).load(compiled)

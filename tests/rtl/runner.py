@@ -1,25 +1,24 @@
 """Build an Amaranth design with Verilator for cocotb (cached) and run a cocotb test module on it.
 
-A build is keyed by the Verilog text, the build flags and the Verilator version, and kept under
-``${DLPROC_CACHE:-~/.cache/dlproc}/cocotb/<name>-<config hash>-<key>/``, so a pytest session builds each bench
-once and later sessions reuse it. A lock file serialises concurrent builders of the same key.
+A build is keyed, without elaborating, by the configuration's hardware hash, the generator's sources
+(``dlproc.processor`` and the bench modules), the build flags and the tool versions, and kept by
+:func:`dlproc.cache.cached_entry` under ``${DLPROC_CACHE:-~/.cache/dlproc}/cocotb/<name>-<config hash>-<key>/``,
+so a pytest session builds each bench once and later sessions reuse it without generating Verilog.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
+from dlproc.cache import cached_entry, make_key, processor_sources, source_digest, tool_versions
 from dlproc.processor.config import ProcessorConfig
-from dlproc.sim.verilator.build import cache_root
-from dlproc.sim.verilator.toolchain import verilator_env, verilator_version
+from dlproc.progress import phase
+from dlproc.sim.verilator.toolchain import verilator_env
 
 __all__ = ["CocotbBench", "cocotb_cases", "case_filter"]
 
@@ -41,12 +40,16 @@ class CocotbBench:
         The configuration (its hash is part of the cache directory name).
     factory : callable
         ``factory() -> wiring.Component``: the design.
+    sources : sequence of Path, optional
+        Source files of the design besides ``dlproc.processor`` (part of the cache key; default the bench
+        designs in ``benches.py``).
     """
 
     def __init__(self, name: str, toplevel: str, config: ProcessorConfig,
-                 factory: Callable[[], wiring.Component]):
+                 factory: Callable[[], wiring.Component], sources: Sequence[Path] | None = None):
         self.name, self.toplevel, self.config = name, toplevel, config
         self._factory = factory
+        self._sources = list(sources) if sources is not None else [Path(__file__).with_name("benches.py")]
         self._build_dir: Path | None = None
 
     def _environment(self) -> None:
@@ -63,22 +66,21 @@ class CocotbBench:
         from cocotb_tools.runner import get_runner
 
         self._environment()
-        text = verilog.convert(self._factory(), name=self.toplevel)
-        key = hashlib.sha256("\n".join([text, " ".join(BUILD_ARGS), verilator_version()]).encode()).hexdigest()[:16]
-        build_dir = cache_root() / "cocotb" / f"{self.name}-{self.config.hardware_hash}-{key}"
-        build_dir.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = build_dir.parent / f"{build_dir.name}.lock"
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (build_dir / "ok").exists():
-                shutil.rmtree(build_dir, ignore_errors=True)
-                build_dir.mkdir()
-                source = build_dir / f"{self.toplevel}.v"
-                source.write_text(text)
-                runner = get_runner("verilator")
-                runner.build(sources=[source], hdl_toplevel=self.toplevel, build_dir=build_dir,
-                             build_args=BUILD_ARGS, timescale=("1ns", "1ps"))
-                (build_dir / "ok").write_text(key)
+        key = make_key({"hardware_hash": self.config.hardware_hash, "toplevel": self.toplevel,
+                        "sources": source_digest([processor_sources(), *self._sources]),
+                        "args": BUILD_ARGS, "tools": tool_versions("verilator", "cocotb")})
+
+        def build(work: Path) -> None:
+            with phase(f"elaborating and emitting the Verilog of the {self.name} bench"):
+                text = verilog.convert(self._factory(), name=self.toplevel)
+            source = work / f"{self.toplevel}.v"
+            source.write_text(text)
+            with phase(f"Verilator build of the {self.name} bench for cocotb"):
+                get_runner("verilator").build(sources=[source], hdl_toplevel=self.toplevel, build_dir=work,
+                                              build_args=BUILD_ARGS, timescale=("1ns", "1ps"))
+
+        build_dir = cached_entry("cocotb", key, build, [self.toplevel],
+                                 name=f"{self.name}-{self.config.hardware_hash}-{key}")
         self._build_dir = build_dir
         return build_dir
 
