@@ -97,6 +97,13 @@ def test_readme_and_overlay(plan) -> None:
         assert needle in dtso, needle
     xdc = plan.paths["xdc"].read_text()
     assert "pl_clk0" in xdc and "BITSTREAM.GENERAL.COMPRESS" in xdc
+    # The clock constraint is the configuration's clock (the PS IP creates pl_clk0 at that frequency), and the
+    # build fails on negative slack before the bitstream is copied out.
+    tcl = plan.paths["tcl"].read_text()
+    assert f"PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{TINY.clock_mhz:g}}}" in tcl
+    gate = tcl.index("if {$wns < 0 || $whs < 0}")
+    assert tcl.index("STATS.WNS") < gate < tcl.index("file copy -force")
+    assert 'error "dlproc: timing not met' in tcl[gate:]
 
 
 def test_wrapper_connects_every_port(plan) -> None:
