@@ -57,9 +57,10 @@ from typing import Any
 from dlproc.boards.resources import SynthesisError, _yosys_command, _yosys_version, cache_dir
 from dlproc.processor.config import ProcessorConfig
 
-__all__ = ["DelayModel", "NOMINAL", "TimingPath", "ModuleTiming", "TimingReport", "MODULES", "MODEL_VERSION",
+__all__ = ["timing_status", "record_timing", "RECORDED",
+           "DelayModel", "NOMINAL", "TimingPath", "ModuleTiming", "TimingReport", "MODULES", "MODEL_VERSION",
            "analyze_netlist", "module_rtlil", "module_digest", "module_timing", "check_timing", "datapath_config",
-           "modules_for", "timing_cache_dir"]
+           "modules_for", "timing_cache_dir", "timing_key"]
 
 #: Version of the delay model and the walk (part of the result cache key; bump when either changes).
 MODEL_VERSION = 2
@@ -294,9 +295,12 @@ class TimingReport:
                 if p.src:
                     lines.append(f"{'':<9} {'':>8} {'':>8} {'':>4} {'':>6} {'':>4}    src: {' > '.join(p.src[:6])}")
         lines.append("")
-        for name, mod in self.modules.items():
-            lines.append(f"  {name}: synthesized at {mod.config} [{mod.digest}]"
-                         f"{' (cached)' if mod.cached else f', {mod.synth_seconds:.0f} s'}")
+        reduced = sorted({mod.config for mod in self.modules.values()} - {cfg.summary()})
+        small = ", ".join(n for n, m in self.modules.items() if m.config != cfg.summary())
+        lines.append("control modules at the configuration's widths"
+                     + (f"; datapath modules ({small}) at {'; '.join(reduced)}" if reduced else ""))
+        lines.append("synthesis: " + ", ".join(f"{n} {'cached' if m.cached else f'{m.synth_seconds:.0f} s'}"
+                                               for n, m in self.modules.items()))
         lines.append("")
         worst = self.worst
         if worst:
@@ -915,3 +919,59 @@ def check_timing(config: ProcessorConfig | str, modules: Iterable[str] | None = 
             progress(name)
         out[name] = module_timing(config, name, model=model, top_n=top_n, use_cache=use_cache, timeout_s=timeout_s)
     return TimingReport(config=config, modules=out, model=model)
+
+
+# ---------------------------------------------------------------------------------------------------- recorded
+#: The check's results for the presets (``dlproc timing`` / ``bench/timing_presets.py`` writes them with
+#: :func:`record_timing`), read by :func:`timing_status` so that reports can say whether ``clock_mhz`` passes
+#: without synthesizing. Keyed by :func:`timing_key` (the configuration without its clock and DDR base).
+RECORDED = Path(__file__).with_name("timing_recorded.json")
+
+
+def timing_key(config: ProcessorConfig) -> str:
+    """Eight hex digits of the configuration without ``clock_mhz`` and ``ddr_base`` (what the RTL's paths depend
+    on; the ISA version is not in it, so a recorded result names the commit it was measured at)."""
+    data = config.to_dict()
+    for k in ("clock_mhz", "ddr_base"):
+        data.pop(k, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def record_timing(report: TimingReport, path: Path = RECORDED, *, label: str = "") -> None:
+    """Store a report's estimated fmax and worst path in ``path`` (the recorded results :func:`timing_status` reads).
+
+    Only a report over every module of :func:`modules_for` is recorded.
+    """
+    if sorted(report.modules) != sorted(modules_for(report.config)):
+        raise ValueError("only a check of every module can be recorded")
+    data = json.loads(path.read_text()) if path.exists() else {}
+    worst = report.worst
+    data[timing_key(report.config)] = {
+        "label": label or report.config.summary(), "model_version": MODEL_VERSION,
+        "fmax_mhz": round(report.fmax_mhz, 1),
+        "worst": f"{worst[0]}: {worst[1].start} -> {worst[1].end}, {worst[1].delay_ns:.2f} ns" if worst else "",
+        "modules": {n: round(m.worst_ns, 3) for n, m in report.modules.items()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    path.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")
+
+
+def timing_status(config: ProcessorConfig) -> str:
+    """One line for the reports: which clock the figures assume and whether the timing check passes at it.
+
+    Instant: it reads the recorded results (:data:`RECORDED`), it does not synthesize.
+    """
+    entry = None
+    if RECORDED.exists():
+        try:
+            entry = json.loads(RECORDED.read_text()).get(timing_key(config))
+        except ValueError:
+            entry = None
+    head = f"figures assume a {config.clock_mhz:g} MHz clock"
+    if not entry or entry.get("model_version") != MODEL_VERSION:
+        return (f"{head}; timing check: not recorded for this configuration "
+                f"(run `dlproc timing --processor ...`)")
+    fmax = float(entry["fmax_mhz"])
+    verdict = "passes" if config.clock_mhz <= fmax else "FAILS"
+    return (f"{head}; timing check {verdict} (estimated fmax {fmax:.0f} MHz, UltraScale+ -2 model, "
+            f"recorded {entry.get('date', '?')}; `dlproc timing` re-checks)")

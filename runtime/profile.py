@@ -110,9 +110,16 @@ class Profile:
                      f"MACs/frame: {self.total_macs:,}")
         lines.append(f"* The clock frequency of the processor is {self.clock_mhz:g} MHz "
                      f"({c.macs_per_cycle} MAC lanes, peak {c.peak_ops_per_s / 1e9:.1f} GOP/s).")
+        lines.append(f"* Timing: {_timing_status(c)}.")
         for note in self.notes:
             lines.append(f"* {note}")
         return "\n".join(lines)
+
+
+def _timing_status(config) -> str:
+    from dlproc.boards.timing import timing_status
+
+    return timing_status(config)
 
 
 def add_layer_cycles(events: list[tuple[int, int]], into: dict[int, float]) -> None:
