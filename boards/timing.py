@@ -63,7 +63,7 @@ __all__ = ["timing_status", "record_timing", "RECORDED",
            "modules_for", "timing_cache_dir", "timing_key"]
 
 #: Version of the delay model and the walk (part of the result cache key; bump when either changes).
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 #: Version of the synthesis script (part of the netlist cache key).
 SCRIPT_VERSION = 1
 
@@ -191,6 +191,9 @@ class ModuleTiming:
         Primitive counts of the netlist.
     synth_seconds, analysis_seconds : float
         Wall time of the synthesis (the original run's for a cached netlist) and of the walk.
+    comb_io : list of str
+        ``"in -> out"`` for every combinational path between two ports of the module's AXI interfaces (``axi``,
+        ``s_axil``): the AXI specification allows none.
     cached : bool
         The result came from the cache.
     """
@@ -202,6 +205,7 @@ class ModuleTiming:
     cells: dict[str, int] = field(default_factory=dict)
     synth_seconds: float = 0.0
     analysis_seconds: float = 0.0
+    comb_io: list[str] = field(default_factory=list)
     cached: bool = False
 
     @property
@@ -294,6 +298,10 @@ class TimingReport:
                              f"{p.carry_cells:>3}/{p.carry_chains:<2} {p.dsps:>4}  {p.start} -> {p.end}{flag}")
                 if p.src:
                     lines.append(f"{'':<9} {'':>8} {'':>8} {'':>4} {'':>6} {'':>4}    src: {' > '.join(p.src[:6])}")
+        for name, mod in self.modules.items():
+            if mod.comb_io:
+                lines.append(f"{name}: combinational AXI input -> output paths (not allowed by AXI): "
+                             + ", ".join(mod.comb_io))
         lines.append("")
         reduced = sorted({mod.config for mod in self.modules.values()} - {cfg.summary()})
         small = ", ".join(n for n, m in self.modules.items() if m.config != cfg.summary())
@@ -376,7 +384,8 @@ def _dsp_input_group(port: str) -> str:
 
 def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: DelayModel = NOMINAL,
                     top_n: int = 8, port_arrival: Callable[[str], float] | None = None,
-                    port_setup: Callable[[str], float] | None = None) -> list[TimingPath]:
+                    port_setup: Callable[[str], float] | None = None,
+                    io_pairs: list[tuple[str, str]] | None = None) -> list[TimingPath]:
     """Register-to-register paths of a Yosys JSON netlist (``write_json`` after ``synth_xilinx``), worst first.
 
     Parameters
@@ -391,6 +400,9 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
     port_arrival, port_setup : callable, optional
         ``f(port_name) -> ns``: arrival time of an input port (default: FF clock-to-Q) and the time an output port
         needs before the clock edge (default: FF setup).
+    io_pairs : list, optional
+        When given, filled with every ``(input port, output port)`` pair joined by a purely combinational path
+        (AXI forbids them between the signals of an interface).
 
     Returns
     -------
@@ -655,6 +667,25 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
             lut_levels=sum(t in _LUT for t in types), carry_cells=sum(t in _CARRY for t in types),
             carry_chains=carry_chains, dsps=sum(t in _DSP for t in types), muxf=sum(t in _MUXF for t in types),
             cells=types, src=srcs)
+    if io_pairs is not None:
+        in_port = {b: pname for pname, port in mod.get("ports", {}).items() if port["direction"] == "input"
+                   for b in port["bits"] if isinstance(b, int)}
+        pairs: set[tuple[str, str]] = set()
+        for pname, port in mod.get("ports", {}).items():
+            if port["direction"] != "output":
+                continue
+            seen: set[int] = set()
+            todo = [b for b in port["bits"] if isinstance(b, int)]
+            while todo:
+                b = todo.pop()
+                if b in seen:
+                    continue
+                seen.add(b)
+                if b in in_port and b not in arcs:
+                    pairs.add((in_port[b], pname))
+                    continue
+                todo.extend(ib for ib, _, _ in arcs.get(b, ()))
+        io_pairs.extend(sorted(pairs))
     paths = sorted(results.values(), key=lambda p: -p.delay_ns)
     return paths[:top_n]
 
@@ -717,14 +748,17 @@ def _fpmul(cfg: ProcessorConfig):
 def datapath_config(config: ProcessorConfig) -> ProcessorConfig:
     """The configuration the datapath modules (``engine``, ``fc``) are synthesized at.
 
-    int8: at most 4 output lanes (``conv_oc_lanes``); the input lanes (the depth of the adder trees), the fc lanes,
-    the buffer and address widths stay. fp32: 2 x 2 conv lanes and 2 fc threads (the binary32 units are pipelined
+    int8: ``conv_oc_lanes`` reduced to ``max(conv_ic_lanes, min(conv_oc_lanes, 4))`` (tiny_int8 4, small_int8 8,
+    zcu102_int8 16 output lanes); the input lanes (the depth of the adder trees), the fc lanes, the buffer and
+    address widths stay. fp32: 2 x 2 conv lanes and 2 fc threads (the binary32 units are pipelined
     the same way at every width; :data:`MODULES` analyses ``fpadd`` and ``fpmul`` on their own).
     """
     if config.dtype == "fp32":
-        return config.replace(conv_ic_lanes=min(config.conv_ic_lanes, 2), conv_oc_lanes=min(config.conv_oc_lanes, 2),
+        ci = min(config.conv_ic_lanes, 2)
+        return config.replace(conv_ic_lanes=ci, conv_oc_lanes=max(ci, min(config.conv_oc_lanes, 2)),
                               fc_threads=min(config.fc_threads, 2))
-    return config.replace(conv_oc_lanes=min(config.conv_oc_lanes, 4))
+    # conv_oc_lanes >= conv_ic_lanes is a rule of the configuration
+    return config.replace(conv_oc_lanes=max(config.conv_ic_lanes, min(config.conv_oc_lanes, 4)))
 
 
 @dataclass(frozen=True)
@@ -866,14 +900,17 @@ def module_timing(config: ProcessorConfig | str, module: str, *, model: DelayMod
             pass
     netlist, seconds = _synthesize(rtlil_text, module, digest, use_cache=use_cache, timeout_s=timeout_s)
     start = time.monotonic()
+    pairs: list[tuple[str, str]] = []
     paths = analyze_netlist(netlist, module, model=model, top_n=top_n, port_arrival=_port_arrival(model),
-                            port_setup=_port_setup(model))
+                            port_setup=_port_setup(model), io_pairs=pairs)
+    axi = re.compile(r"^(axi|s_axil|m_axi)__")
+    comb_io = [f"{i} -> {o}" for i, o in pairs if axi.match(i) and axi.match(o)]
     cells: dict[str, int] = {}
     for cell in netlist["modules"][module].get("cells", {}).values():
         cells[cell["type"]] = cells.get(cell["type"], 0) + 1
     res = ModuleTiming(module=module, config=_module_config(config, module).summary(), digest=digest, paths=paths,
                        cells=dict(sorted(cells.items())), synth_seconds=round(seconds, 1),
-                       analysis_seconds=round(time.monotonic() - start, 2))
+                       analysis_seconds=round(time.monotonic() - start, 2), comb_io=comb_io)
     if use_cache:
         result_path.parent.mkdir(parents=True, exist_ok=True)
         result_path.write_text(json.dumps(res.to_dict(), indent=1))

@@ -87,7 +87,7 @@ def test_build_tcl_block_design(plan) -> None:
 
 def test_readme_and_overlay(plan) -> None:
     readme = plan.paths["readme"].read_text()
-    for needle in ["xczu9eg-ffvb1156-2-e", "zynq_ultra_ps_e", "100 MHz", "0xA0000000", "S_AXI_HP0_FPD",
+    for needle in ["xczu9eg-ffvb1156-2-e", "zynq_ultra_ps_e", f"{TINY.clock_mhz:g} MHz", "0xA0000000", "S_AXI_HP0_FPD",
                    "pl_ps_irq0", "fpgautil -b", "xmutil", "dlproc run BUNDLE --target fpga", TINY.hardware_hash]:
         assert needle in readme, needle
     dtso = plan.paths["overlay"].read_text()

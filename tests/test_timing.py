@@ -165,7 +165,10 @@ def test_ports_are_start_and_end_points() -> None:
     i, o = n.bit("i"), n.bit("o")
     n.ports = {"i": {"direction": "input", "bits": [i]}, "o": {"direction": "output", "bits": [o]}}
     n.lut("l", [i], o)
-    paths = analyze_netlist(n.json(), model=M, port_arrival=lambda _p: 1.0, port_setup=lambda _p: 0.5)
+    pairs: list = []
+    paths = analyze_netlist(n.json(), model=M, port_arrival=lambda _p: 1.0, port_setup=lambda _p: 0.5,
+                            io_pairs=pairs)
+    assert pairs == [("i", "o")]
     assert paths[0].start == "port i" and paths[0].end == "port o"
     assert paths[0].delay_ns == pytest.approx(1.0 + M.net_base + M.lut + M.net_base + 0.5, abs=1e-3)
 
