@@ -27,11 +27,14 @@ def main() -> None:
     ap.add_argument("presets", nargs="*", default=list(PRESETS))
     ap.add_argument("--record", action="store_true", help="update boards/timing_recorded.json")
     ap.add_argument("--baseline", help="write the per-module baseline of the (single) preset to this JSON file")
+    ap.add_argument("--module", action="append", help="only these modules (repeatable; recorded as partial)")
     args = ap.parse_args()
     for name in args.presets:
         start = time.monotonic()
-        report = check_timing(name, progress=lambda m, n=name: print(f"  [{time.strftime('%H:%M:%S')}] {n}: {m}",
-                                                                      flush=True))
+        def progress(module: str, n: str = name) -> None:
+            print(f"  [{time.strftime('%H:%M:%S')}] {n}: {module}", flush=True)
+
+        report = check_timing(name, args.module, progress=progress)
         print(report.format(paths_per_module=3))
         print(f"{name}: {time.monotonic() - start:.0f} s wall "
               f"(synthesis {sum(m.synth_seconds for m in report.modules.values()):.0f} s when not cached)\n")

@@ -115,7 +115,8 @@ def test_unregistered_dsp_path() -> None:
     p = {q.end: q for q in paths}["prod"]
     expected = M.ff_clk_q + M.net_base + M.dsp_mult + M.dsp_alu + M.net_base + M.ff_setup
     assert p.delay_ns == pytest.approx(expected, abs=1e-3)
-    assert p.dsps == 1 and p.src == ["checker.py:80"]
+    # Source lines: the start register's declaration, the DSP's expression, the end register's declaration.
+    assert p.dsps == 1 and p.src == ["x.py:0", "checker.py:80", "x.py:3"]
     # DS925 -2 without pipeline registers: 410 MHz (2.44 ns); the model is within 0.15 ns of it.
     assert abs(expected - 1000 / 410) < 0.15
 
