@@ -752,11 +752,12 @@ def datapath_config(config: ProcessorConfig) -> ProcessorConfig:
 
     int8: ``conv_oc_lanes`` reduced to ``max(conv_ic_lanes, min(conv_oc_lanes, 4))`` (tiny_int8 4, small_int8 8,
     zcu102_int8 16 output lanes); the input lanes (the depth of the adder trees), the fc lanes, the buffer and
-    address widths stay. fp32: 2 x 2 conv lanes and 2 fc threads (the binary32 units are pipelined
-    the same way at every width; :data:`MODULES` analyses ``fpadd`` and ``fpmul`` on their own).
+    address widths stay. fp32: 2 x 2 conv lanes (4 x 4 with a 128-bit bus) and 2 fc threads (the binary32
+    units are pipelined the same way at every width; :data:`MODULES` analyses ``fpadd`` and ``fpmul`` on their own).
     """
     if config.dtype == "fp32":
-        ci = min(config.conv_ic_lanes, 2)
+        # the AXI bus may not be wider than conv_ic_lanes x 32 bits (a rule of the configuration)
+        ci = min(config.conv_ic_lanes, max(2, config.axi_data_width // 32))
         return config.replace(conv_ic_lanes=ci, conv_oc_lanes=max(ci, min(config.conv_oc_lanes, 2)),
                               fc_threads=min(config.fc_threads, 2))
     # conv_oc_lanes >= conv_ic_lanes is a rule of the configuration
@@ -785,7 +786,8 @@ def modules_for(config: ProcessorConfig) -> list[str]:
 
 
 def _module_config(config: ProcessorConfig, module: str) -> ProcessorConfig:
-    return datapath_config(config) if MODULES[module].datapath else config
+    spec = MODULES[module]
+    return datapath_config(config) if spec.datapath and not spec.fp32_only else config
 
 
 def module_rtlil(config: ProcessorConfig, module: str) -> str:
