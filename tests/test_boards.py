@@ -69,7 +69,7 @@ def test_build_tcl_block_design(plan) -> None:
         "xilinx.com:zcu102:part0:3.4", "-part $part", "xczu9eg-ffvb1156-2-e",
         "xilinx.com:ip:zynq_ultra_ps_e", 'apply_board_preset "1"', "xilinx.com:ip:proc_sys_reset",
         "create_bd_cell -type module -reference dlproc_bd dlproc_0", "xilinx.com:ip:smartconnect",
-        "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {100}", "CONFIG.PSU__USE__S_AXI_GP2 {1}",
+        f"CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{TINY.clock_mhz:g}}}", "CONFIG.PSU__USE__S_AXI_GP2 {1}",
         "CONFIG.PSU__SAXIGP2__DATA_WIDTH {32}", "CONFIG.PSU__USE__IRQ0 {1}", "M_AXI_HPM0_FPD", "S_AXI_HP0_FPD",
         "pl_ps_irq0", "pl_clk0", "peripheral_reset", f"-offset 0x{REGS_BASE:08X} -range 4K",
         "HP0_DDR_LOW HP0_DDR_HIGH", "validate_bd_design", "launch_runs synth_1",
@@ -82,7 +82,8 @@ def test_build_tcl_block_design(plan) -> None:
                             verilog="module dlproc_top(); endmodule\n")
     wide_tcl = wide.paths["tcl"].read_text()
     assert "CONFIG.PSU__SAXIGP2__DATA_WIDTH {128}" in wide_tcl
-    assert "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {250}" in wide_tcl
+    wide_mhz = ProcessorConfig.preset("zcu102_int8").clock_mhz
+    assert f"CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{wide_mhz:g}}}" in wide_tcl
 
 
 def test_readme_and_overlay(plan) -> None:
