@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from dlproc.boards.timing import check_timing, record_timing
+from dlproc.boards.timing import MODEL_VERSION, check_timing, record_timing
 from dlproc.processor.config import PRESETS
 
 
@@ -41,12 +41,14 @@ def main() -> None:
         if args.record:
             record_timing(report, label=name)
         if args.baseline:
-            data = {"preset": name, "note": "worst register-to-register path per module (boards/timing.py, "
-                    "nominal model); tests/test_timing.py fails when one gets worse by more than its tolerance",
-                    "modules": {m: {"digest": r.digest, "worst_ns": r.worst_ns, "start": r.paths[0].start if r.paths
-                                    else "", "end": r.paths[0].end if r.paths else "",
-                                    "lut_levels": r.paths[0].lut_levels if r.paths else 0}
-                                for m, r in report.modules.items()}}
+            modules = {m: {"digest": r.digest, "worst_ns": r.worst_ns,
+                           "start": r.paths[0].start if r.paths else "", "end": r.paths[0].end if r.paths else "",
+                           "lut_levels": r.paths[0].lut_levels if r.paths else 0}
+                       for m, r in report.modules.items()}
+            data = {"preset": name, "model_version": MODEL_VERSION,
+                    "note": "worst register-to-register path per module (boards/timing.py, nominal model); "
+                            "tests/test_timing.py fails when one gets worse by more than its tolerance",
+                    "modules": modules}
             Path(args.baseline).write_text(json.dumps(data, indent=1) + "\n")
 
 

@@ -187,11 +187,37 @@ def _baseline() -> dict:
 
 def test_baseline_matches_the_preset_and_its_clock() -> None:
     """The recorded tiny_int8 results cover every module, and the preset's clock is within what they support."""
+    from dlproc.boards.timing import MODEL_VERSION
+
     data = _baseline()
     config = ProcessorConfig.preset("tiny_int8")
+    assert data["model_version"] == MODEL_VERSION, "the delay model changed: regenerate the baseline (docs/timing.md)"
     assert sorted(data["modules"]) == sorted(modules_for(config))
     worst = max(m["worst_ns"] for m in data["modules"].values())
     assert PRESETS["tiny_int8"]["clock_mhz"] <= NOMINAL.fmax_mhz(worst) + 1e-6
+
+
+def test_every_preset_clock_is_within_its_recorded_check() -> None:
+    """Figures follow the evidence: each preset's clock_mhz is at most the fmax its recorded timing check supports."""
+    from dlproc.boards.timing import RECORDED, timing_key, timing_status
+
+    recorded = json.loads(RECORDED.read_text())
+    for name in PRESETS:
+        config = ProcessorConfig.preset(name)
+        entry = recorded.get(timing_key(config))
+        assert entry is not None, f"{name}: no recorded timing check (python bench/timing_presets.py {name} --record)"
+        assert config.clock_mhz <= entry["fmax_mhz"], (name, config.clock_mhz, entry["fmax_mhz"])
+        assert "timing check passes" in timing_status(config)
+        assert "FAILS" in timing_status(config.replace(clock_mhz=entry["fmax_mhz"] + 5))
+
+
+def test_cli_errors_are_one_line(capsys) -> None:
+    from dlproc.runtime.cli import main
+
+    assert main(["timing", "--processor", "no_such_preset"]) == 2
+    assert main(["timing", "--processor", "tiny_int8", "--module", "fpadd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "unknown processor" in err[0] and "unknown module 'fpadd'" in err[1]
 
 
 @pytest.mark.slow
