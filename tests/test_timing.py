@@ -211,6 +211,17 @@ def test_every_preset_clock_is_within_its_recorded_check() -> None:
         assert "FAILS" in timing_status(config.replace(clock_mhz=entry["fmax_mhz"] + 5))
 
 
+def test_reports_name_the_clock_and_the_check() -> None:
+    """The resource report and the profile say which clock their figures assume and the check's verdict."""
+    from dlproc.boards.resources import model_resources
+    from dlproc.runtime.profile import LayerProfile, Profile
+
+    config = ProcessorConfig.preset("zcu102_int8")
+    profile = Profile(config, [LayerProfile("conv0", "Conv", "hw", 1000, 5000)], 1000, source="estimate")
+    for text in (str(profile), str(model_resources(config))):
+        assert f"figures assume a {config.clock_mhz:g} MHz clock; timing check passes" in text
+
+
 def test_cli_errors_are_one_line(capsys) -> None:
     from dlproc.runtime.cli import main
 
