@@ -63,7 +63,7 @@ __all__ = ["timing_status", "record_timing", "RECORDED",
            "modules_for", "timing_cache_dir", "timing_key"]
 
 #: Version of the delay model and the walk (part of the result cache key; bump when either changes).
-MODEL_VERSION = 3
+MODEL_VERSION = 5
 #: Version of the synthesis script (part of the netlist cache key).
 SCRIPT_VERSION = 1
 
@@ -194,6 +194,8 @@ class ModuleTiming:
     comb_io : list of str
         ``"in -> out"`` for every combinational path between two ports of the module's AXI interfaces (``axi``,
         ``s_axil``): the AXI specification allows none.
+    max_fanout : str
+        The net with the most sink pins, its fanout and its driver (at the synthesized lane count).
     cached : bool
         The result came from the cache.
     """
@@ -206,6 +208,7 @@ class ModuleTiming:
     synth_seconds: float = 0.0
     analysis_seconds: float = 0.0
     comb_io: list[str] = field(default_factory=list)
+    max_fanout: str = ""
     cached: bool = False
 
     @property
@@ -298,6 +301,8 @@ class TimingReport:
                              f"{p.carry_cells:>3}/{p.carry_chains:<2} {p.dsps:>4}  {p.start} -> {p.end}{flag}")
                 if p.src:
                     lines.append(f"{'':<9} {'':>8} {'':>8} {'':>4} {'':>6} {'':>4}    src: {' > '.join(p.src[:6])}")
+        fan = "; ".join(f"{n} {m.max_fanout}" for n, m in self.modules.items() if m.max_fanout)
+        lines.append(f"largest fanout besides clk/rst: {fan}")
         for name, mod in self.modules.items():
             if mod.comb_io:
                 lines.append(f"{name}: combinational AXI input -> output paths (not allowed by AXI): "
@@ -330,6 +335,7 @@ _BRAM = {"RAMB36E2", "RAMB18E2", "RAMB36E1", "RAMB18E1"}
 _DSP = {"DSP48E2", "DSP48E1"}
 _SRL = {"SRL16E", "SRLC16E", "SRLC32E"}
 _IGNORED = {"VCC", "GND", "BUFG", "IBUF", "OBUF", "$scopeinfo"}
+_CLOCK_PINS = {"C", "G", "CLK", "WCLK", "CLKARDCLK", "CLKBWRCLK"}
 _LUTRAM_READ_ADDR = re.compile(r"^(ADDR[A-H]|A\d|DPRA\d|RADR\d|A)$")
 _FOLD = re.compile(r"\d+")
 
@@ -385,7 +391,8 @@ def _dsp_input_group(port: str) -> str:
 def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: DelayModel = NOMINAL,
                     top_n: int = 8, port_arrival: Callable[[str], float] | None = None,
                     port_setup: Callable[[str], float] | None = None,
-                    io_pairs: list[tuple[str, str]] | None = None) -> list[TimingPath]:
+                    io_pairs: list[tuple[str, str]] | None = None,
+                    fanouts: list[tuple[str, int, str]] | None = None) -> list[TimingPath]:
     """Register-to-register paths of a Yosys JSON netlist (``write_json`` after ``synth_xilinx``), worst first.
 
     Parameters
@@ -403,6 +410,9 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
     io_pairs : list, optional
         When given, filled with every ``(input port, output port)`` pair joined by a purely combinational path
         (AXI forbids them between the signals of an interface).
+    fanouts : list, optional
+        When given, filled with the five nets of highest fanout (besides the clock and reset ports) as ``(name,
+        sink pins, driver cell type)``.
 
     Returns
     -------
@@ -438,7 +448,7 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
                     continue
                 if dirs.get(port) == "output":
                     driver[b] = (cname, port)
-                else:
+                elif port not in _CLOCK_PINS:
                     fanout[b] = fanout.get(b, 0) + 1
     for port in mod.get("ports", {}).values():
         for b in port["bits"]:
@@ -669,6 +679,11 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
             lut_levels=sum(t in _LUT for t in types), carry_cells=sum(t in _CARRY for t in types),
             carry_chains=carry_chains, dsps=sum(t in _DSP for t in types), muxf=sum(t in _MUXF for t in types),
             cells=types, src=srcs)
+    if fanouts is not None:
+        global_nets = {b for pname in ("clk", "rst") for b in mod.get("ports", {}).get(pname, {}).get("bits", [])}
+        for b, n in sorted(((b, n) for b, n in fanout.items() if b not in global_nets), key=lambda kv: -kv[1])[:5]:
+            drv = driver.get(b)
+            fanouts.append((name_of(b, "?"), n, cell_type.get(drv[0], "?") if drv else "port"))
     if io_pairs is not None:
         in_port = {b: pname for pname, port in mod.get("ports", {}).items() if port["direction"] == "input"
                    for b in port["bits"] if isinstance(b, int)}
@@ -905,8 +920,10 @@ def module_timing(config: ProcessorConfig | str, module: str, *, model: DelayMod
     netlist, seconds = _synthesize(rtlil_text, module, digest, use_cache=use_cache, timeout_s=timeout_s)
     start = time.monotonic()
     pairs: list[tuple[str, str]] = []
+    fanouts: list[tuple[str, int, str]] = []
     paths = analyze_netlist(netlist, module, model=model, top_n=top_n, port_arrival=_port_arrival(model),
-                            port_setup=_port_setup(model), io_pairs=pairs)
+                            port_setup=_port_setup(model), io_pairs=pairs, fanouts=fanouts)
+    max_fanout = f"{fanouts[0][0]} ({fanouts[0][1]} loads, driven by {fanouts[0][2]})" if fanouts else ""
     axi = re.compile(r"^(axi|s_axil|m_axi)__")
     comb_io = [f"{i} -> {o}" for i, o in pairs if axi.match(i) and axi.match(o)]
     cells: dict[str, int] = {}
@@ -914,7 +931,8 @@ def module_timing(config: ProcessorConfig | str, module: str, *, model: DelayMod
         cells[cell["type"]] = cells.get(cell["type"], 0) + 1
     res = ModuleTiming(module=module, config=_module_config(config, module).summary(), digest=digest, paths=paths,
                        cells=dict(sorted(cells.items())), synth_seconds=round(seconds, 1),
-                       analysis_seconds=round(time.monotonic() - start, 2), comb_io=comb_io)
+                       analysis_seconds=round(time.monotonic() - start, 2), comb_io=comb_io,
+                       max_fanout=max_fanout)
     if use_cache:
         result_path.parent.mkdir(parents=True, exist_ok=True)
         result_path.write_text(json.dumps(res.to_dict(), indent=1))

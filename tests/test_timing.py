@@ -92,7 +92,9 @@ def test_fanout_term() -> None:
     for k, o in enumerate(outs):
         n.lut(f"l{k}", [q], o)
         n.ff(f"r{k}", o, n.bit(f"q{k}"))
-    paths = analyze_netlist(n.json(), model=M)
+    fanouts: list = []
+    paths = analyze_netlist(n.json(), model=M, fanouts=fanouts)
+    assert fanouts[0] == ("a", 4, "FDRE")
     worst = paths[0]
     # ``a`` drives four LUTs (fanout 4: + 2 x 0.08); each LUT output one flip-flop.
     expected = M.ff_clk_q + M.net_base + 2 * M.net_per_log2_fanout + M.lut + M.net_base + M.ff_setup
