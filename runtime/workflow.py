@@ -85,7 +85,7 @@ class Workflow:
         self.timeout_s = timeout_s
         self.device_options = dict(device_options or {})
         self.source = network
-        self.float_graph = fuse(load_onnx(network))
+        self.float_graph = fuse(load_onnx(network, fuse=False))   # each stage runs once
         if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")
             self.float_graph.name = Path(network).stem
         self.graph = None
