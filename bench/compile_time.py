@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo import zoo_model  # noqa: E402
 
 from dlproc.runtime.workflow import Workflow  # noqa: E402
-from dlproc.sim.golden import verify_program  # noqa: E402
+from dlproc.sim.hazards import verify_program  # noqa: E402
 
 
 def main(names: list[str]) -> None:
