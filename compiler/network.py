@@ -26,7 +26,7 @@ from dlproc.compiler.graph import Graph, Layer
 from dlproc.compiler.memory import Region, TensorView, align, plan_activations
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 from dlproc.processor.isa import END_MARK, InstructionSet
-from dlproc.sim.golden import HazardError, IllegalProgram, verify_program
+from dlproc.sim.hazards import HazardError, IllegalProgram, verify_program
 
 __all__ = ["CompiledNetwork", "BundleError", "compile_graph", "BUNDLE_FORMAT"]
 

@@ -93,7 +93,7 @@ class Workflow:
                 raise ValueError(f"uio={uio!r} names the board's UIO device: it needs target 'fpga', not {target!r}")
             self.device_options["uio"] = uio
         self.source = network
-        self.float_graph = fuse(load_onnx(network))
+        self.float_graph = fuse(load_onnx(network, fuse=False))   # each stage runs once
         if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")
             self.float_graph.name = Path(network).stem
         self.graph = None

@@ -3,7 +3,8 @@
 This is the executable definition of the instruction set (``docs/isa.md`` describes the same rules in prose).
 The RTL must produce identical buffers, DDR contents and error codes. Execution here is sequential; the
 hardware overlaps its DMA and compute engines, which is only equivalent when the program separates dependent
-instructions of different engines with SYNC. :class:`GoldenModel` checks that (``check_hazards``), so compiler
+instructions of different engines with SYNC. :class:`GoldenModel` checks that (``check_hazards``, with
+:mod:`dlproc.sim.hazards`, which the compiler also runs over every program it emits), so compiler
 scheduling bugs are caught here instead of as rare mismatches on the RTL.
 
 The fp32 processor's rules (binary32 with round-to-nearest-even, flush-to-zero, canonical NaN, fixed orders of
@@ -36,7 +37,6 @@ from dlproc.processor.isa import (
     STATUS_DONE,
     STATUS_ERROR,
     Buffer,
-    Engine,
     ErrorCode,
     GemmMode,
     Instruction,
@@ -46,15 +46,11 @@ from dlproc.processor.isa import (
     Reg,
 )
 from dlproc.processor.rules import violation
+from dlproc.sim.hazards import HazardError, HazardWindow
 
-__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "Trap", "footprint", "HazardWindow",
-           "IllegalProgram", "verify_program", "postprocess_int8", "postprocess_fp32",
+__all__ = ["GoldenModel", "GoldenDevice", "RunResult", "HazardError", "Trap", "postprocess_int8", "postprocess_fp32",
            "f32_add", "f32_mul", "f32_max", "f32_sanitize", "f32_tree_sum", "f32_clamp", "f32_order_key",
            "CANONICAL_NAN", "FC_PARTIAL_SUMS"]
-
-class HazardError(RuntimeError):
-    """The program lets the DMA and compute engines touch the same buffer range without a SYNC between them."""
-
 
 class Trap(Exception):
     """An instruction stopped the program with an :class:`~dlproc.processor.isa.ErrorCode` (``code``)."""
@@ -64,110 +60,6 @@ class Trap(Exception):
         self.code = code
 
 
-#: A buffer range one instruction touches: (buffer name, first entry, end entry, whether it writes). "FC_PORT"
-#: stands for the input-read / accumulator-write ports that the fc module shares with the compute engine.
-Touch = tuple[str, int, int, bool]
-
-
-def footprint(ins: Instruction, config: ProcessorConfig) -> list[Touch]:
-    """The buffer ranges a (legal) LOAD, STORE, GEMM, POST or FC touches, from its fields alone."""
-    c = config
-    op = ins.opcode
-    if op == Opcode.LOAD:
-        entry_bytes = {Buffer.INPUT: c.input_entry_bytes, Buffer.WEIGHT: c.weight_entry_bytes,
-                       Buffer.PARAM: c.param_entry_bytes}[Buffer(ins.buffer)]
-        last = (ins.buf_addr * entry_bytes + ins.n1 * ins.n2 * ins.len0 - 1) // entry_bytes
-        return [(Buffer(ins.buffer).name, ins.buf_addr, last + 1, True)]
-    if op == Opcode.STORE:
-        last = ins.buf_addr + (ins.n1 - 1) * ins.buf_stride1 + ins.n0 - 1
-        return [("OUTPUT", min(ins.buf_addr, last), last + 1, False)]
-    if op == Opcode.GEMM:
-        R, S = ins.r0 * ins.r1 * ins.r2, ins.s0 * ins.s1
-        inp_last = ins.inp_base + sum((n - 1) * s for n, s in ((ins.r0, ins.ri0), (ins.r1, ins.ri1),
-                                                             (ins.r2, ins.ri2), (ins.s0, ins.si0), (ins.s1, ins.si1)))
-        touched = [("INPUT", ins.inp_base, inp_last + 1, False), ("ACC", ins.acc_base, ins.acc_base + S, True)]
-        if ins.mode == GemmMode.MAC:
-            touched.append(("WEIGHT", ins.wgt_base, ins.wgt_base + R, False))
-        touched.append(("FC_PORT", 0, 1, False))
-        if ins.finalize:
-            touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
-                        ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
-        return touched
-    if op == Opcode.POST:
-        params = ins.n if ins.param_inc else 1
-        return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
-                ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
-                ("PARAM", ins.param_addr, ins.param_addr + params, False), ("FC_PORT", 0, 1, False)]
-    if op == Opcode.FC:
-        last_entry = ins.acc_base + (ins.n_out - 1) // c.conv_oc_lanes
-        return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False), ("ACC", ins.acc_base, last_entry + 1, True),
-                ("FC_PORT", 0, 1, True)]
-    return []
-
-
-class HazardWindow:
-    """The buffer ranges each engine touched since the last SYNC; :meth:`add` rejects a cross-engine race.
-
-    The hardware overlaps its DMA and compute engines, so a program is only equivalent to sequential execution when
-    no two instructions on different engines between SYNCs touch the same buffer range with one of them writing.
-    """
-
-    def __init__(self, config: ProcessorConfig):
-        self.config = config
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget everything (a SYNC or END: both engines are idle)."""
-        self._touched: dict[Engine, list[Touch]] = {Engine.DMA: [], Engine.COMPUTE: []}
-
-    def add(self, pc: int, ins: Instruction) -> None:
-        """Record instruction ``pc``; raises :class:`HazardError` if it races with the other engine."""
-        engine = ins.engine
-        other = self._touched[Engine.COMPUTE if engine is Engine.DMA else Engine.DMA]
-        touched = footprint(ins, self.config)
-        for buf, lo, hi, writes in touched:
-            for obuf, olo, ohi, owrites in other:
-                if buf == obuf and lo < ohi and olo < hi and (writes or owrites):
-                    raise HazardError(f"instruction {pc} ({ins.opcode.name}) and an instruction on the other engine "
-                                      f"since the last SYNC both touch {buf} entries [{max(lo, olo)}, "
-                                      f"{min(hi, ohi)}) and one writes")
-        self._touched[engine].extend(touched)
-
-
-class IllegalProgram(ValueError):
-    """A program that would trap on the processor (an illegal opcode or field, or no END)."""
-
-
-def verify_program(config: ProcessorConfig, words: list[int]) -> None:
-    """Check a program statically, without executing it: every instruction legal, no cross-engine hazard, END last.
-
-    This is the golden model's check (:mod:`dlproc.processor.rules` and :class:`HazardWindow`) run over the
-    instruction list; DDR-window checks depend on the data and are left to execution.
-
-    Raises
-    ------
-    IllegalProgram
-        The first illegal instruction, or a program without END.
-    HazardError
-        The first cross-engine race.
-    """
-    isa = InstructionSet(config)
-    window = HazardWindow(config)
-    for pc, word in enumerate(words):
-        try:
-            ins = isa.decode(word)
-        except IsaError as exc:
-            raise IllegalProgram(f"instruction {pc}: {exc}") from None
-        if ins.engine is Engine.CONTROL:
-            if ins.opcode in (Opcode.SYNC, Opcode.END):
-                window.clear()
-            continue
-        message = violation(ins, config)
-        if message is not None:
-            raise IllegalProgram(f"instruction {pc} ({ins}): {message}")
-        window.add(pc, ins)
-    if words and isa.decode(words[-1]).opcode != Opcode.END:
-        raise IllegalProgram("the program does not end with END")
 
 
 @dataclass

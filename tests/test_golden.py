@@ -16,7 +16,8 @@ from dlproc.processor.isa import (
     Opcode,
     Reg,
 )
-from dlproc.sim.golden import GoldenDevice, GoldenModel, HazardError, IllegalProgram, verify_program
+from dlproc.sim.golden import GoldenDevice, GoldenModel, HazardError
+from dlproc.sim.hazards import IllegalProgram, verify_program
 
 CFG = ProcessorConfig.preset("tiny_int8")
 ISA = InstructionSet(CFG)
