@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlproc.errors import ConfigError
+
 __all__ = ["ProcessorConfig", "ConfigError", "PRESETS"]
 
 #: Version of the instruction set; bumped whenever an instruction layout or its semantics change.
@@ -23,10 +25,6 @@ ISA_VERSION = 1
 INSTRUCTION_BYTES = 32
 
 _POW2 = tuple(1 << i for i in range(0, 13))
-
-
-class ConfigError(ValueError):
-    """An invalid processor configuration; the message names the field and the allowed values."""
 
 
 def _is_pow2(value: int) -> bool:
