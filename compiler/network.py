@@ -223,6 +223,9 @@ class CompiledNetwork:
             raise BundleError(f"{mf} is corrupt: {exc}") from None
         if not isinstance(m, dict):
             raise BundleError(f"{mf} is not a JSON object of field: value")
+        for key in ("format", "isa_version"):
+            if key not in m:
+                raise BundleError(f"{mf}: required field {key!r} is missing")
         if m.get("format") not in READ_FORMATS or m.get("isa_version") != ISA_VERSION:
             raise BundleError(f"{path} was written by an incompatible dlproc (bundle format {m.get('format')}, "
                               f"ISA {m.get('isa_version')}; this dlproc reads format "

@@ -94,10 +94,35 @@ def check_frames(x: Any, shape: tuple[int, ...], what: str, *, input_name: str =
     bad = ~np.isfinite(arr).reshape(arr.shape[0], -1)
     if bad.any():
         frame = int(np.flatnonzero(bad.any(axis=1))[0])
-        raise error(f"{what}: frame {frame} holds {int(bad[frame].sum())} NaN/Inf value(s) "
-                    f"({int(bad.any(axis=1).sum())} of {arr.shape[0]} frames are affected); only finite values are "
+        unit = "sample" if issubclass(error, CalibrationError) else "frame"
+        raise error(f"{what}: {unit} {frame} holds {int(bad[frame].sum())} NaN/Inf value(s) "
+                    f"({int(bad.any(axis=1).sum())} of {arr.shape[0]} {unit}s are affected); only finite values are "
                     "accepted")
     return arr
+
+
+def _check_model_size(network: Any, config: ProcessorConfig) -> None:
+    """Refuse a model whose weights cannot fit the processor's DDR window, before the compiler spends memory on it.
+
+    For a file, an early bound from its size (float32 weights, 4 bytes each, become ``element_bytes`` each); for a
+    graph, the count of its initializer elements.
+    """
+    from dlproc.compiler.errors import ModelError
+
+    window = config.ddr_size
+    if isinstance(network, (str, Path)) and Path(network).is_file():
+        size = Path(network).stat().st_size
+        need = size // 4 * config.element_bytes
+        what = f"the file {str(network)!r} ({size / 2**20:,.1f} MiB) holds about {size // 4:,} float32 weights"
+    elif hasattr(network, "initializers"):
+        count = sum(int(np.asarray(v).size) for v in network.initializers.values())
+        need = count * config.element_bytes
+        what = f"the network {network.name!r} has {count:,} parameters"
+    else:
+        return
+    if need > window:
+        raise ModelError(f"{what}, {need / 2**20:,.1f} MiB as {config.dtype}; the processor's DDR window holds "
+                         f"{window / 2**20:,.1f} MiB (ProcessorConfig.ddr_size): it cannot fit")
 
 
 class Workflow:
@@ -136,7 +161,9 @@ class Workflow:
         self.timeout_s = timeout_s
         self.device_options = dict(device_options or {})
         self.source = network
+        _check_model_size(network, self.config)
         self.float_graph = fuse(load_onnx(network))
+        _check_model_size(self.float_graph, self.config)
         if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")
             self.float_graph.name = Path(network).stem
         self.graph = None
