@@ -282,7 +282,15 @@ class ProcessorConfig:
         if path.suffix == ".json" or path.exists():
             if not path.exists():
                 raise ConfigError(f"processor configuration file {path} does not exist")
-            return cls.from_json(path.read_text())
+            if not path.is_file():
+                raise ConfigError(f"processor configuration {path} is not a file; give a preset "
+                                  f"({', '.join(PRESETS)}) or a JSON file")
+            try:
+                return cls.from_json(path.read_text())
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            except (TypeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: not a processor configuration ({exc})") from None
         raise ConfigError(f"unknown processor {text!r}: give a preset ({', '.join(PRESETS)}) or a JSON file")
 
     def save(self, path: str | Path) -> None:
