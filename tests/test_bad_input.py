@@ -753,3 +753,35 @@ def test_closed_pipe_exits_quietly(W, tmp_path):
     assert p.returncode == 141, err
     assert err == ""
 
+
+
+def test_the_api_refuses_alike(W, tmp_path):
+    from dlproc import CompiledNetwork, Workflow
+    from dlproc.errors import BundleError, CalibrationError, DlprocError, InputDataError, OutputError
+
+    net = CompiledNetwork.load(W / "bundle")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a previous bundle"):
+        net.save(tmp_path / "b", overwrite=True)
+    assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
+    net.save(tmp_path / "c")
+    with pytest.raises(OutputError, match="overwrite=True"):
+        net.save(tmp_path / "c")
+    net.save(tmp_path / "c", overwrite=True)
+    assert CompiledNetwork.load(tmp_path / "c").image == net.image
+    wf = Workflow(str(W / "net.onnx"), processor="tiny_int8")
+    with pytest.raises(InputDataError, match="uint8"):
+        wf.calibrate(np.load(W / "uint8.npy"))
+    with pytest.raises(CalibrationError, match="sample 2"):
+        wf.calibrate(np.load(W / "nan.npy"))
+    with pytest.raises(CalibrationError, match="constant"):
+        wf.calibrate(np.zeros((3, *SHAPE[1:]), np.float32))
+    wf.calibrate(np.load(W / "calib.npy"))
+    with pytest.raises(InputDataError, match="frame 1"):
+        wf.predict(np.load(W / "inf.npy"))
+    (tmp_path / "q.onnx").write_text("mine")
+    with pytest.raises(OutputError, match="exists"):
+        wf.export_qdq(tmp_path / "q.onnx")
+    assert (tmp_path / "q.onnx").read_text() == "mine"
+    assert issubclass(BundleError, DlprocError) and issubclass(BundleError, ValueError)
