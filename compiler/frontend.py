@@ -567,7 +567,7 @@ def _check_finite(g: onnx.GraphProto, consts: dict[str, np.ndarray]) -> None:
                              f"{tuple(int(i) for i in np.argwhere(bad)[0])}; weights must be finite")
 
 
-_WINDOW_OPS = ("Conv", "MaxPool", "AveragePool", "ConvTranspose", "LpPool")
+_WINDOW_OPS = ("Conv", "MaxPool", "AveragePool")
 
 
 def _check_window(ctx: _Context, node: onnx.NodeProto, attrs: dict) -> None:
