@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m dlproc.runtime.demo
+	$(PY) -m dlproc.runtime.demo --force
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -237,7 +237,7 @@ def _dlproc_version() -> str:
 
 
 def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: str = "zcu102",
-                     run: bool | None = None, *, verilog: str | None = None) -> BuildPlan:
+                     run: bool | None = None, *, verilog: str | None = None, overwrite: bool = False) -> BuildPlan:
     """Write the Vivado project plan of a processor for a board, and run it if Vivado is available.
 
     Parameters
@@ -245,7 +245,8 @@ def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: 
     config : ProcessorConfig or str
         The configuration, a preset name or a JSON file.
     out_dir : str or Path
-        Output directory (created).
+        Output directory (created; an existing empty one is used). The plan appears complete or not at all
+        (written to a temporary sibling, then renamed, see :mod:`dlproc.outputs`); Vivado then runs in it.
     board : str
         Only ``"zcu102"`` has a block design so far.
     run : bool, optional
@@ -253,6 +254,8 @@ def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: 
         ``False``: only write the plan.
     verilog : str, optional
         Verilog text of ``dlproc_top`` to use instead of generating it (tests with a stand-in top).
+    overwrite : bool
+        Replace a previous build directory (one holding ``config.json``) at ``out_dir``.
 
     Returns
     -------
@@ -271,18 +274,17 @@ def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: 
     if run and vivado is None:
         raise VivadoError(f"vivado is not on PATH: source Vivado's settings64.sh, or run `{VIVADO_COMMAND}` in "
                           f"{out_dir} on a machine that has it")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reports").mkdir(exist_ok=True)
+    from dlproc.outputs import atomic_dir, check_output
+
+    out = check_output(out_dir, overwrite=overwrite, kind="dir", marker="config.json", what="build directory")
+    stage: dict[str, tuple[str, bool]] = {}  # written into place at the end, whole or not at all
     name = artifact_name(config, board)
     plan = BuildPlan(config=config, board=board, out_dir=out, bitstream=out / f"{name}.bit",
                      bitstream_bin=out / f"{name}.bit.bin", xsa=out / f"{name}.xsa")
 
     def put(role: str, filename: str, text: str, *, executable: bool = False) -> None:
         path = out / filename
-        path.write_text(text)
-        if executable:
-            path.chmod(0o755)
+        stage[filename] = (text, executable)
         plan.files.append(path)
         plan.paths[role] = path
 
@@ -322,6 +324,12 @@ def write_build_plan(config: ProcessorConfig | str, out_dir: str | Path, board: 
     put("shell", "shell.json", _template("shell.json.in"))
     put("config", "config.json", config.to_json() + "\n")
     put("readme", "README.md", _readme(config, name, values, ddr_segments))
+    with atomic_dir(out, overwrite=overwrite, marker="config.json", what="build directory") as tmp:
+        (tmp / "reports").mkdir()
+        for filename, (text, executable) in stage.items():
+            (tmp / filename).write_text(text)
+            if executable:
+                (tmp / filename).chmod(0o755)
 
     if run is None:
         run = vivado is not None

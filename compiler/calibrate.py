@@ -31,9 +31,12 @@ and a :class:`Log2Histogram` of every tensor.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
+
+from dlproc.errors import CalibrationError
 
 from .float_ref import HostRunner, run_layer
 from .graph import Graph
@@ -269,6 +272,10 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
     last_use = {name: i for i, layer in enumerate(graph.layers) for name in layer.inputs}
 
     def observe(name: str, value: np.ndarray) -> None:
+        if not np.all(np.isfinite(value)):
+            raise CalibrationError(f"tensor {name!r} becomes NaN/Inf during calibration (in the samples from "
+                                   f"{seen - batch.shape[0]}): the float network overflows on this data; check the "
+                                   "weights and the input scale")
         lo[name] = min(lo.get(name, np.inf), float(np.min(value)))
         hi[name] = max(hi.get(name, -np.inf), float(np.max(value)))
         logs.setdefault(name, Log2Histogram()).add(value)
@@ -284,7 +291,12 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
     try:
         for batch in _batches(samples, batch_size, shape):
             if batch.shape[1:] != shape:
-                raise ValueError(f"calibration sample of shape {batch.shape[1:]}; the network takes {shape}")
+                raise CalibrationError(f"calibration sample of shape {batch.shape[1:]}; the network takes {shape}")
+            finite = np.isfinite(np.asarray(batch, np.float64)).reshape(batch.shape[0], -1)
+            if not finite.all():
+                first = int(np.flatnonzero(~finite.all(axis=1))[0])
+                raise CalibrationError(f"calibration sample {seen + first} holds {int((~finite[first]).sum())} "
+                                       "NaN/Inf value(s); calibration needs finite data (drop or repair that sample)")
             seen += batch.shape[0]
             values = {graph.inputs[0]: batch.astype(np.float64)}
             observe(graph.inputs[0], values[graph.inputs[0]])
@@ -303,8 +315,18 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
         if bar is not None:
             bar.close()
     if seen == 0:
-        raise ValueError("calibration needs at least one sample")
+        raise CalibrationError("calibration needs at least one sample")
     observed = {k: (lo[k], hi[k]) for k in lo}
+    first_lo, first_hi = observed[graph.inputs[0]]
+    if first_lo == first_hi:
+        raise CalibrationError(f"calibration data is constant (all {seen} samples hold only the value {first_lo:g}): "
+                               "no range can be measured; calibrate with representative inputs")
+    flat = sorted(k for k, (a, b) in observed.items() if a == b)
+    if flat:
+        warnings.warn(f"calibration: {len(flat)} tensor(s) hold a single value on all {seen} samples "
+                      f"({', '.join(f'{k!r} = {observed[k][0]:g}' for k in flat[:5])}"
+                      f"{', ...' if len(flat) > 5 else ''}); their int8 scale is arbitrary. Are the samples "
+                      "representative?", UserWarning, stacklevel=2)
     if method == "minmax":
         ranges = observed
     else:

@@ -544,12 +544,60 @@ def _load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return copy.deepcopy(model)
     path = Path(model)
+    if path.is_dir():
+        raise ModelError(f"ONNX model {str(path)!r} is a directory; give the .onnx file")
     if not path.is_file():
         raise ModelError(f"ONNX model {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelError(f"ONNX model {str(path)!r} is an empty file")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError and friends
         raise ModelError(f"{path}: not a readable ONNX model ({exc})") from exc
+
+
+def _check_finite(g: onnx.GraphProto, consts: dict[str, np.ndarray]) -> None:
+    """Refuse NaN/Inf in a floating-point initializer, naming it and its first consumer."""
+    for name, value in consts.items():
+        if value.dtype.kind == "f" and value.size and not np.all(np.isfinite(value)):
+            bad = ~np.isfinite(value)
+            user = next((f"{n.name or n.op_type!r} ({n.op_type})" for n in g.node if name in n.input), "no node")
+            raise ModelError(f"initializer {name!r} (shape {list(value.shape)}, used by node {user}) holds "
+                             f"{int(bad.sum())} NaN/Inf value(s), the first at index "
+                             f"{tuple(int(i) for i in np.argwhere(bad)[0])}; weights must be finite")
+
+
+_WINDOW_OPS = ("Conv", "MaxPool", "AveragePool")
+
+
+def _check_window(ctx: _Context, node: onnx.NodeProto, attrs: dict) -> None:
+    """Refuse window attributes no operator can have (stride 0, negative pads, a kernel larger than the input)
+    before shape inference's silence turns them into "unknown shape"."""
+    if node.op_type not in _WINDOW_OPS:
+        return
+    name = ctx.name(node)
+    for key, least in (("strides", 1), ("dilations", 1), ("kernel_shape", 1), ("pads", 0)):
+        values = attrs.get(key)
+        if values is not None and any(int(v) < least for v in values):
+            raise ShapeError(f"node {name!r} ({node.op_type}): {key} {list(values)} has an entry below {least}; "
+                             f"{key} must be {'>= 0' if least == 0 else 'positive'}")
+    x_shape = ctx.shapes.get(node.input[0])
+    kernel = attrs.get("kernel_shape")
+    if kernel is None and node.op_type == "Conv" and len(node.input) > 1:
+        w = ctx.const(node.input[1])
+        kernel = None if w is None else w.shape[2:]
+    if x_shape is None or kernel is None or len(x_shape) != 2 + len(kernel) \
+            or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+        return
+    pads = [int(p) for p in attrs.get("pads", [0] * 2 * len(kernel))]
+    dil = [int(d) for d in attrs.get("dilations", [1] * len(kernel))]
+    for i, k in enumerate(kernel):
+        span = (int(k) - 1) * (dil[i] if i < len(dil) else 1) + 1
+        size = x_shape[2 + i] + (pads[i] + pads[i + len(kernel)] if len(pads) == 2 * len(kernel) else 0)
+        if span > size:
+            raise ShapeError(f"node {name!r} ({node.op_type}): the kernel {list(map(int, kernel))} spans {span} on "
+                             f"axis {2 + i} but the input {node.input[0]!r} {list(x_shape)} with padding is only "
+                             f"{size} wide")
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -573,10 +621,14 @@ def _fix_batch(model: onnx.ModelProto, image_input: str) -> None:
         dims = vi.type.tensor_type.shape.dim
         if len(dims) == 0:
             raise ShapeError(f"network input {vi.name!r} is a scalar; the compiler needs [1, C, H, W]")
-        if dims[0].HasField("dim_value") and dims[0].dim_value not in (0, 1):
+        if dims[0].HasField("dim_value") and dims[0].dim_value != 1:
             raise ShapeError(f"network input {vi.name!r} has batch size {dims[0].dim_value}; the compiler needs "
                              "batch 1 or a symbolic batch axis")
         for i, d in enumerate(dims[1:], start=1):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                raise ShapeError(f"network input {vi.name!r}: axis {i} has size {d.dim_value} (shape "
+                                 f"{[x.dim_value if x.HasField('dim_value') else x.dim_param for x in dims]}); "
+                                 "every axis must hold at least one element")
             if not d.HasField("dim_value") or d.dim_value <= 0:
                 raise ShapeError(f"network input {vi.name!r}: axis {i} is not static ({d.dim_param or '?'}); only "
                                  "the batch axis may be symbolic")
@@ -756,6 +808,16 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
         A node can run neither on the processor nor on the host (control flow, custom domains).
     """
     proto = _load(model)
+    if proto.producer_name == "dlproc" and proto.doc_string.startswith("int8 network exported by dlproc"):
+        raise ModelError("this model is dlproc's own QDQ export (the processor's integer arithmetic spelled out for "
+                         "onnx.reference/onnxruntime), which the compiler does not read back; compile the float model "
+                         "with the same settings instead (dlproc compile --calibration ... --method/--percentile/"
+                         "--per-tensor/--scale-mode)")
+    for vi in proto.graph.input:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            if not any(init.name == vi.name for init in proto.graph.initializer):
+                raise ShapeError(f"network input {vi.name!r} has no shape; the compiler needs static shapes (only "
+                                 "the batch axis may be symbolic)")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
@@ -763,6 +825,9 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
     opset = _default_opset(proto)
     g = proto.graph
     consts = {init.name: numpy_helper.to_array(init) for init in g.initializer}
+    _check_finite(g, consts)
+    if not g.node:
+        raise ModelError("the model has no nodes: there is nothing to compile")
     inputs = [vi.name for vi in g.input if vi.name not in consts]
     if not inputs:
         raise ModelError("the model has no network input")
@@ -802,6 +867,7 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
             if unknown:
                 raise ModelError(f"node {name!r} ({node.op_type}): unknown attribute(s) {unknown}; "
                                  f"{node.op_type} accepts {sorted(accepted)}")
+            _check_window(ctx, node, attrs)
             layer = handler(ctx, node, **attrs)
             if qdq and layer.op in ("conv", "fc"):
                 weight_scale = qdq.weight_scale(layer, node)
@@ -821,6 +887,9 @@ def load_onnx(model: str | Path | onnx.ModelProto, *, fuse: bool = True) -> Grap
             where = f"output of {producer.name!r}" if producer else "tensor"
             raise ShapeError(f"{where} {name!r} has no static shape after shape inference; the runtime needs static "
                              "shapes")
+        if 0 in shapes[name]:
+            raise ShapeError(f"tensor {name!r} has shape {list(shapes[name])} with a zero-size axis; every tensor "
+                             "must hold at least one element")
         elem = types.get(name, onnx.TensorProto.FLOAT)
         if elem != onnx.TensorProto.FLOAT:
             raise ShapeError(f"tensor {name!r} has type {onnx.TensorProto.DataType.Name(elem)}; activations between "

@@ -2,17 +2,16 @@
 
 A bundle directory holds ``manifest.json`` (configuration, layers, tensors, segments, memory map),
 ``image.bin`` (parameters and instructions, loaded at ``image_offset`` of the DDR window) and one
-``host_<i>.onnx`` per layer that runs on the host. It is written to a temporary directory and renamed into
-place, so a failed save never leaves a partial bundle.
+``host_<i>.onnx`` per layer that runs on the host; the manifest records the size and SHA-256 of each (``blobs``),
+and :meth:`CompiledNetwork.load` checks them and every manifest field. It is written to a temporary directory and
+renamed into place (:mod:`dlproc.outputs`), so a failed save never leaves a partial bundle.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,17 +23,16 @@ from dlproc.compiler.codegen import CodeGenerator, LayerCode, lower_fp32
 from dlproc.compiler.errors import CompileError
 from dlproc.compiler.graph import Graph, Layer
 from dlproc.compiler.memory import Region, TensorView, align, plan_activations
+from dlproc.errors import BundleError
 from dlproc.processor.config import INSTRUCTION_BYTES, ISA_VERSION, ProcessorConfig
 from dlproc.processor.isa import END_MARK, InstructionSet
 from dlproc.sim.hazards import HazardError, IllegalProgram, verify_program
 
-__all__ = ["CompiledNetwork", "BundleError", "compile_graph", "BUNDLE_FORMAT"]
+__all__ = ["CompiledNetwork", "BundleError", "compile_graph", "BUNDLE_FORMAT", "MANIFEST_SCHEMA"]
 
-BUNDLE_FORMAT = 1
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be loaded or does not match the processor."""
+#: Format written by :meth:`CompiledNetwork.save` (2: with blob digests); formats read by ``load``.
+BUNDLE_FORMAT = 2
+READ_FORMATS = (1, 2)
 
 
 @dataclass
@@ -171,67 +169,163 @@ class CompiledNetwork:
         return self.report()
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the bundle directory atomically (temporary directory, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            manifest = {
-                "format": BUNDLE_FORMAT, "isa_version": ISA_VERSION, "hardware_hash": self.config.hardware_hash,
-                "config": self.config.to_dict(), "name": self.name, "inputs": self.inputs, "outputs": self.outputs,
-                "tensors": self.tensors, "views": {k: v.to_dict() for k, v in self.views.items()},
-                "regions": [asdict(r) for r in self.regions], "layers": [asdict(layer) for layer in self.layers],
-                "segments": [asdict(s) for s in self.segments], "image_offset": self.image_offset,
-                "instr_offset": self.instr_offset, "instr_count": self.instr_count,
-                "host_models": sorted(self.host_models),
-            }
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the bundle directory atomically (a temporary sibling, then a rename).
+
+        Parameters
+        ----------
+        path : str or Path
+            The bundle directory.
+        overwrite : bool
+            Replace an existing bundle there (never a directory that is not a bundle).
+
+        Raises
+        ------
+        OutputError
+            ``path`` exists (without ``overwrite``), is not a bundle, or cannot be written.
+        """
+        from dlproc.outputs import atomic_dir
+
+        blobs = {"image.bin": self.image, **{f"host_{idx}.onnx": blob for idx, blob in self.host_models.items()}}
+        manifest = {
+            "format": BUNDLE_FORMAT, "isa_version": ISA_VERSION, "hardware_hash": self.config.hardware_hash,
+            "config": self.config.to_dict(), "name": self.name, "inputs": self.inputs, "outputs": self.outputs,
+            "tensors": self.tensors, "views": {k: v.to_dict() for k, v in self.views.items()},
+            "regions": [asdict(r) for r in self.regions], "layers": [asdict(layer) for layer in self.layers],
+            "segments": [asdict(s) for s in self.segments], "image_offset": self.image_offset,
+            "instr_offset": self.instr_offset, "instr_count": self.instr_count,
+            "host_models": sorted(self.host_models),
+            "blobs": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                      for name, data in blobs.items()},
+        }
+        with atomic_dir(path, overwrite=overwrite, marker="manifest.json", what="bundle directory") as tmp:
+            for name, data in blobs.items():
+                (tmp / name).write_bytes(data)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-            (tmp / "image.bin").write_bytes(self.image)
-            for idx, blob in self.host_models.items():
-                (tmp / f"host_{idx}.onnx").write_bytes(blob)
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, *, config: ProcessorConfig | None = None) -> CompiledNetwork:
-        """Read a bundle; with ``config``, refuse a bundle compiled for another processor configuration."""
+        """Read and validate a bundle; with ``config``, refuse a bundle compiled for another processor configuration.
+
+        The manifest is checked against :data:`MANIFEST_SCHEMA` (every field present, with its type), every blob
+        against its size and SHA-256 digest, the program against the image size; a bundle without segments is
+        refused. Every refusal is a :class:`BundleError` naming the file and the field.
+        """
         path = Path(path)
+        if not path.is_dir():
+            raise BundleError(f"{path} is not a dlproc bundle: " + ("it is a file; give the bundle directory"
+                                                                    if path.exists() else "it does not exist"))
         mf = path / "manifest.json"
         if not mf.is_file():
             raise BundleError(f"{path} is not a dlproc bundle (no manifest.json)")
         try:
             m = json.loads(mf.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{mf} is corrupt: {exc}") from None
-        if m.get("format") != BUNDLE_FORMAT or m.get("isa_version") != ISA_VERSION:
+        if not isinstance(m, dict):
+            raise BundleError(f"{mf} is not a JSON object of field: value")
+        for key in ("format", "isa_version"):
+            if key not in m:
+                raise BundleError(f"{mf}: required field {key!r} is missing")
+        if m.get("format") not in READ_FORMATS or m.get("isa_version") != ISA_VERSION:
             raise BundleError(f"{path} was written by an incompatible dlproc (bundle format {m.get('format')}, "
-                              f"ISA {m.get('isa_version')}; this dlproc reads format {BUNDLE_FORMAT}, "
-                              f"ISA {ISA_VERSION})")
-        cfg = ProcessorConfig.from_dict(m["config"])
+                              f"ISA {m.get('isa_version')}; this dlproc reads format "
+                              f"{', '.join(map(str, READ_FORMATS))}, ISA {ISA_VERSION})")
+        _check_manifest(m, mf)
+        try:
+            cfg = ProcessorConfig.from_dict(m["config"])
+        except (ValueError, TypeError) as exc:
+            raise BundleError(f"{mf}: field 'config' is not a valid processor configuration: {exc}") from None
+        if m["hardware_hash"] != cfg.hardware_hash:
+            raise BundleError(f"{mf}: field 'hardware_hash' is {m['hardware_hash']!r} but its 'config' hashes to "
+                              f"{cfg.hardware_hash!r}; the manifest was edited or is corrupt")
         if config is not None and config.hardware_hash != cfg.hardware_hash:
             raise BundleError(f"{path} was compiled for processor [{cfg.hardware_hash}] ({cfg.summary()}), "
                               f"not for [{config.hardware_hash}] ({config.summary()}); recompile it")
-        image = (path / "image.bin").read_bytes()
-        host = {int(i): (path / f"host_{i}.onnx").read_bytes() for i in m["host_models"]}
-        layers = [LayerCode(**{**d, "input_shape": tuple(d["input_shape"]), "output_shape": tuple(d["output_shape"])})
-                  for d in m["layers"]]
+        if not m["segments"]:
+            raise BundleError(f"{mf}: field 'segments' is empty; the bundle has nothing to run, recompile it")
+        blobs = {"image.bin": path / "image.bin", **{f"host_{i}.onnx": path / f"host_{i}.onnx"
+                                                     for i in m["host_models"]}}
+        data: dict[str, bytes] = {}
+        for name, file in blobs.items():
+            if not file.is_file():
+                raise BundleError(f"{path}: {name} is missing")
+            data[name] = file.read_bytes()
+            want = m.get("blobs", {}).get(name)
+            if want is not None:
+                if not (isinstance(want, dict) and isinstance(want.get("bytes"), int)):
+                    raise BundleError(f"{mf}: field 'blobs' entry {name!r} must be {{\"bytes\": int, \"sha256\": str}}")
+                if len(data[name]) != want["bytes"] or hashlib.sha256(data[name]).hexdigest() != want.get("sha256"):
+                    raise BundleError(f"{file} holds {len(data[name]):,} bytes that do not match the manifest "
+                                      f"({want['bytes']:,} bytes, SHA-256 {str(want.get('sha256'))[:12]}...): the "
+                                      "file is truncated or was modified")
+        image = data["image.bin"]
+        need = m["instr_offset"] - m["image_offset"] + m["instr_count"] * INSTRUCTION_BYTES
+        if m["instr_offset"] < m["image_offset"] or len(image) < need:
+            raise BundleError(f"{path / 'image.bin'} holds {len(image):,} bytes; the manifest's program ends at byte "
+                              f"{need:,} (instr_offset {m['instr_offset']:#x}, {m['instr_count']} instructions): "
+                              "the image is truncated")
+        if m["image_offset"] + len(image) > cfg.ddr_size:
+            raise BundleError(f"{path}: the image ends at DDR offset {m['image_offset'] + len(image):#x}, beyond the "
+                              f"processor's DDR window of {cfg.ddr_size:#x} bytes")
+        host = {int(i): data[f"host_{i}.onnx"] for i in m["host_models"]}
+        try:
+            layers = [LayerCode(**{**d, "input_shape": tuple(d["input_shape"]),
+                                   "output_shape": tuple(d["output_shape"])}) for d in m["layers"]]
+            segments = [Segment(**s) for s in m["segments"]]
+            views = {k: TensorView(**v) for k, v in m["views"].items()}
+            regions = [Region(**r) for r in m["regions"]]
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise BundleError(f"{mf}: an entry of 'layers', 'segments', 'views' or 'regions' is malformed ({exc})") \
+                from None
+        for i, seg in enumerate(segments):
+            if seg.kind == "hw":
+                if not (isinstance(seg.start, int) and isinstance(seg.count, int) and seg.count > 0
+                        and 0 <= seg.start and seg.start + seg.count <= m["instr_count"]):
+                    raise BundleError(f"{mf}: segments[{i}] runs instructions {seg.start}..{seg.start + seg.count} "
+                                      f"outside the program's {m['instr_count']} instructions")
+            elif seg.kind == "host":
+                if seg.layer not in host:
+                    raise BundleError(f"{mf}: segments[{i}] runs host layer {seg.layer}, which has no host model")
+            else:
+                raise BundleError(f"{mf}: segments[{i}] has kind {seg.kind!r}; allowed kinds are 'hw', 'host'")
+        for name in (*m["inputs"], *m["outputs"]):
+            if name not in m["tensors"]:
+                raise BundleError(f"{mf}: network tensor {name!r} is missing from field 'tensors'")
         return cls(config=cfg, name=m["name"], inputs=m["inputs"], outputs=m["outputs"], tensors=m["tensors"],
-                   views={k: TensorView(**v) for k, v in m["views"].items()},
-                   regions=[Region(**r) for r in m["regions"]], layers=layers,
-                   segments=[Segment(**s) for s in m["segments"]], image_offset=m["image_offset"], image=image,
-                   instr_offset=m["instr_offset"], instr_count=m["instr_count"], host_models=host)
+                   views=views, regions=regions, layers=layers, segments=segments, image_offset=m["image_offset"],
+                   image=image, instr_offset=m["instr_offset"], instr_count=m["instr_count"], host_models=host)
+
+
+#: Manifest fields and their JSON types (format 2 adds ``blobs``: size and SHA-256 of every blob).
+MANIFEST_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "format": int, "isa_version": int, "hardware_hash": str, "config": dict, "name": str, "inputs": list,
+    "outputs": list, "tensors": dict, "views": dict, "regions": list, "layers": list, "segments": list,
+    "image_offset": int, "instr_offset": int, "instr_count": int, "host_models": list,
+}
+
+
+def _check_manifest(m: dict, mf: Path) -> None:
+    for key, kind in MANIFEST_SCHEMA.items():
+        if key not in m:
+            raise BundleError(f"{mf}: required field {key!r} is missing")
+        value = m[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BundleError(f"{mf}: field {key!r} is {type(value).__name__} {value!r:.40}; it must be a JSON "
+                              f"{_JSON_NAMES.get(kind, kind)}")
+    for key in ("image_offset", "instr_offset", "instr_count"):
+        if m[key] < 0:
+            raise BundleError(f"{mf}: field {key!r} is {m[key]}; it must be >= 0")
+    if m["format"] >= 2 and not isinstance(m.get("blobs"), dict):
+        raise BundleError(f"{mf}: required field 'blobs' (sizes and SHA-256 of the files) is missing or not an object")
+    if not m["inputs"] or not m["outputs"]:
+        raise BundleError(f"{mf}: field {'inputs' if not m['inputs'] else 'outputs'!r} is empty")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in m["host_models"]):
+        raise BundleError(f"{mf}: field 'host_models' must list layer indices (integers >= 0)")
+
+
+_JSON_NAMES = {int: "integer", str: "string", dict: "object", list: "array"}
 
 
 def _fmt_bytes(n: int) -> str:

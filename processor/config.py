@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlproc.errors import ConfigError
+
 __all__ = ["ProcessorConfig", "ConfigError", "PRESETS"]
 
 #: Version of the instruction set; bumped whenever an instruction layout or its semantics change.
@@ -23,10 +25,6 @@ ISA_VERSION = 1
 INSTRUCTION_BYTES = 32
 
 _POW2 = tuple(1 << i for i in range(0, 13))
-
-
-class ConfigError(ValueError):
-    """An invalid processor configuration; the message names the field and the allowed values."""
 
 
 def _is_pow2(value: int) -> bool:
@@ -284,7 +282,15 @@ class ProcessorConfig:
         if path.suffix == ".json" or path.exists():
             if not path.exists():
                 raise ConfigError(f"processor configuration file {path} does not exist")
-            return cls.from_json(path.read_text())
+            if not path.is_file():
+                raise ConfigError(f"processor configuration {path} is not a file; give a preset "
+                                  f"({', '.join(PRESETS)}) or a JSON file")
+            try:
+                return cls.from_json(path.read_text())
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            except (TypeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: not a processor configuration ({exc})") from None
         raise ConfigError(f"unknown processor {text!r}: give a preset ({', '.join(PRESETS)}) or a JSON file")
 
     def save(self, path: str | Path) -> None:

@@ -19,7 +19,7 @@ TOP_NAME = "dlproc_top"
 
 
 def generate(config: ProcessorConfig | str | Path, out_dir: str | Path, *, verilog_output: bool = True,
-             rtlil_output: bool = True) -> dict[str, Path]:
+             rtlil_output: bool = True, overwrite: bool = False) -> dict[str, Path]:
     """Write the HDL of one processor configuration.
 
     Parameters
@@ -27,27 +27,32 @@ def generate(config: ProcessorConfig | str | Path, out_dir: str | Path, *, veril
     config : ProcessorConfig, str or Path
         The configuration, a preset name or a JSON file (see :meth:`ProcessorConfig.load`).
     out_dir : str or Path
-        Output directory (created if missing).
+        Output directory (created if missing; an existing empty one is used). It appears complete or not at all
+        (written to a temporary sibling, then renamed, see :mod:`dlproc.outputs`).
     verilog_output, rtlil_output : bool
         Whether to write ``dlproc_top.v`` and ``dlproc_top.il``.
+    overwrite : bool
+        Replace a previous HDL directory (one holding ``config.json``) at ``out_dir``.
 
     Returns
     -------
     dict of str to Path
         ``"verilog"``, ``"rtlil"`` (when written) and ``"config"`` (``config.json``).
     """
+    from dlproc.outputs import atomic_dir, check_output
+
     from .top import DLProcessor  # imported here: the top pulls in every gateware module
 
     config = ProcessorConfig.load(config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
+    out = check_output(out_dir, overwrite=overwrite, kind="dir", marker="config.json", what="HDL directory")
+    files: dict[str, str] = {}
     if verilog_output:
-        paths["verilog"] = out / f"{TOP_NAME}.v"
-        paths["verilog"].write_text(verilog.convert(DLProcessor(config=config), name=TOP_NAME))
+        files["verilog"] = verilog.convert(DLProcessor(config=config), name=TOP_NAME)
     if rtlil_output:
-        paths["rtlil"] = out / f"{TOP_NAME}.il"
-        paths["rtlil"].write_text(rtlil.convert(DLProcessor(config=config), name=TOP_NAME))
-    paths["config"] = out / "config.json"
-    config.save(paths["config"])
-    return paths
+        files["rtlil"] = rtlil.convert(DLProcessor(config=config), name=TOP_NAME)
+    names = {"verilog": f"{TOP_NAME}.v", "rtlil": f"{TOP_NAME}.il", "config": "config.json"}
+    files["config"] = config.to_json() + "\n"
+    with atomic_dir(out, overwrite=overwrite, marker="config.json", what="HDL directory") as tmp:
+        for kind, text in files.items():
+            (tmp / names[kind]).write_text(text)
+    return {kind: out / names[kind] for kind in files}

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dlproc.compiler.errors import CompileError
+from dlproc.errors import DlprocError
 from dlproc.processor.config import ProcessorConfig
 from dlproc.runtime.profile import Profile
 from dlproc.runtime.workflow import Workflow
@@ -195,7 +196,10 @@ def run_demo(*, processor: str = "zcu102_int8", fp32_processor: str = "zcu102_fp
         say(net.report())
         iv = Variant(key, "int8", processor, parameters=n_params, parameter_bytes=net.weight_bytes + net.param_bytes)
         say(f"\nrunning {frames} camera frames on the processor ({target})")
-        logits, prof = wf.predict(frame_x, profile=True, progress=not quiet)
+        if target == "ref":  # the golden model has no cycle counters: the estimate gives the timing
+            logits, prof = wf.predict(frame_x, progress=not quiet), wf.estimate_performance()
+        else:
+            logits, prof = wf.predict(frame_x, profile=True, progress=not quiet)
         iv.profile = prof
         profiles[f"{key} int8"] = prof
         probs = _softmax(np.asarray(logits).reshape(frames, -1))
@@ -331,11 +335,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="sim", choices=("sim", "ref"))
     p.add_argument("--fp32-target", default="auto", choices=("auto", "sim", "ref"))
     p.add_argument("-o", "--out", default="out/demo")
+    p.add_argument("--force", action="store_true", help="replace the outputs of a previous demo run in --out")
     args = p.parse_args(argv)
     t = time.time()
-    run_demo(processor=args.processor, fp32_processor=args.fp32_processor, frames=args.frames,
-             test_images=args.test_images, calibration_images=args.calibration_images, out_dir=args.out,
-             target=args.target, fp32_target=args.fp32_target)
+    try:
+        from dlproc.outputs import check_output
+
+        check_output(args.out, overwrite=args.force, kind="dir", marker="report.md", what="demo output directory")
+        run_demo(processor=args.processor, fp32_processor=args.fp32_processor, frames=args.frames,
+                 test_images=args.test_images, calibration_images=args.calibration_images, out_dir=args.out,
+                 target=args.target, fp32_target=args.fp32_target)
+    except KeyboardInterrupt:
+        print("dlproc-demo: interrupted", file=sys.stderr)
+        return 130
+    except (DlprocError, OSError, ValueError) as exc:
+        print(f"dlproc-demo: error: {exc}", file=sys.stderr)
+        return 2
     print(f"demo finished in {time.time() - t:.0f} s")
     return 0
 

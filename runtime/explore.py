@@ -80,8 +80,10 @@ def supported_clocks(config: ProcessorConfig) -> tuple[list[float], str]:
     configuration, the clocks of :data:`CANDIDATE_CLOCKS_MHZ` up to its estimated fmax; otherwise only the
     configuration's own ``clock_mhz`` (the base preset's), labelled :data:`CLOCK_NOT_CHECKED`.
     """
-    try:
-        from dlproc.boards import timing  # the timing check (its own branch until merged)
+    import importlib
+
+    try:  # through sys.modules, so a stand-in of the timing check can be put in its place
+        timing = importlib.import_module("dlproc.boards.timing")
     except ImportError:
         timing = None
     recorded = getattr(timing, "RECORDED", None)
@@ -92,7 +94,8 @@ def supported_clocks(config: ProcessorConfig) -> tuple[list[float], str]:
             entry = None
         if entry and entry.get("model_version") == getattr(timing, "MODEL_VERSION", None):
             fmax = float(entry["fmax_mhz"])
-            clocks = [c for c in CANDIDATE_CLOCKS_MHZ if c <= fmax]
+            # the candidates the check supports; below the lowest, the fmax itself rounded down to 5 MHz
+            clocks = [c for c in CANDIDATE_CLOCKS_MHZ if c <= fmax] or ([5.0 * (fmax // 5)] if fmax >= 5 else [])
             if clocks:
                 return clocks, f"timing check: fmax {fmax:.0f} MHz (recorded {entry.get('date', '?')})"
     return [float(config.clock_mhz)], CLOCK_NOT_CHECKED

@@ -23,11 +23,12 @@ import numpy as np
 
 from dlproc.compiler.errors import CompileError, ShapeError
 from dlproc.compiler.network import CompiledNetwork, compile_graph
+from dlproc.errors import CalibrationError, InputDataError
 from dlproc.processor.config import ProcessorConfig
 from dlproc.runtime.driver import Driver
 from dlproc.runtime.profile import Profile, profile_from_runs
 
-__all__ = ["Workflow", "TARGETS"]
+__all__ = ["Workflow", "TARGETS", "check_frames"]
 
 TARGETS = ("ref", "sim", "fpga")
 
@@ -47,6 +48,81 @@ def open_device(config: ProcessorConfig, target: str, **options: Any):
 
         return FpgaDevice(config, **options)
     raise ValueError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
+
+
+def check_frames(x: Any, shape: tuple[int, ...], what: str, *, input_name: str = "input",
+                 error: type[InputDataError] = InputDataError) -> np.ndarray:
+    """Check network input frames and return them as float32 ``[N, *shape]``.
+
+    Parameters
+    ----------
+    x : array_like
+        ``[N, *shape]`` or one frame of ``shape``; a floating-point type.
+    shape : tuple of int
+        The shape of one frame.
+    what : str
+        The data's name in messages ("input", "calibration data", ...).
+    input_name : str
+        The network input's name (for messages).
+    error : type
+        The class raised for NaN/Inf values (:class:`~dlproc.errors.CalibrationError` for calibration data).
+
+    Raises
+    ------
+    InputDataError
+        Integer or non-numeric data (its scale is unknown: divide by it first, or pass ``--input-scale`` on the
+        command line), no frames, NaN/Inf values (the message names the first frame holding one).
+    ShapeError
+        Frames of another shape.
+    """
+    raw = np.asarray(x)
+    if raw.dtype.kind in "iub":
+        raise InputDataError(f"{what} holds {raw.dtype} values: integer images need their scale; convert them to "
+                             "float32 in the range the network was trained on (e.g. x.astype(np.float32) / 255), or "
+                             "on the command line pass --input-scale 255")
+    if raw.dtype.kind != "f":
+        raise InputDataError(f"{what} holds {raw.dtype} values; the network takes float32 numbers")
+    with np.errstate(over="ignore"):
+        arr = raw.astype(np.float32)
+    if arr.shape == shape:
+        arr = arr[None]
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
+        raise ShapeError(f"{what} has shape {tuple(np.shape(x))}; expected [N, {', '.join(map(str, shape))}] "
+                         f"(input {input_name!r} of the network) or one frame of shape {shape}")
+    if arr.shape[0] == 0:
+        raise InputDataError(f"{what} holds no frames (shape {tuple(arr.shape)}); give at least one")
+    bad = ~np.isfinite(arr).reshape(arr.shape[0], -1)
+    if bad.any():
+        frame = int(np.flatnonzero(bad.any(axis=1))[0])
+        unit = "sample" if issubclass(error, CalibrationError) else "frame"
+        raise error(f"{what}: {unit} {frame} holds {int(bad[frame].sum())} NaN/Inf value(s) "
+                    f"({int(bad.any(axis=1).sum())} of {arr.shape[0]} {unit}s are affected); only finite values are "
+                    "accepted")
+    return arr
+
+
+def _check_model_size(network: Any, config: ProcessorConfig) -> None:
+    """Refuse a model whose weights cannot fit the processor's DDR window, before the compiler spends memory on it.
+
+    For a file, an early bound from its size (float32 weights, 4 bytes each, become ``element_bytes`` each); for a
+    graph, the count of its initializer elements.
+    """
+    from dlproc.compiler.errors import ModelError
+
+    window = config.ddr_size
+    if isinstance(network, (str, Path)) and Path(network).is_file():
+        size = Path(network).stat().st_size
+        need = size // 4 * config.element_bytes
+        what = f"the file {str(network)!r} ({size / 2**20:,.1f} MiB) holds about {size // 4:,} float32 weights"
+    elif hasattr(network, "initializers"):
+        count = sum(int(np.asarray(v).size) for v in network.initializers.values())
+        need = count * config.element_bytes
+        what = f"the network {network.name!r} has {count:,} parameters"
+    else:
+        return
+    if need > window:
+        raise ModelError(f"{what}, {need / 2**20:,.1f} MiB as {config.dtype}; the processor's DDR window holds "
+                         f"{window / 2**20:,.1f} MiB (ProcessorConfig.ddr_size): it cannot fit")
 
 
 class Workflow:
@@ -93,7 +169,9 @@ class Workflow:
                 raise ValueError(f"uio={uio!r} names the board's UIO device: it needs target 'fpga', not {target!r}")
             self.device_options["uio"] = uio
         self.source = network
+        _check_model_size(network, self.config)
         self.float_graph = fuse(load_onnx(network, fuse=False))   # each stage runs once
+        _check_model_size(self.float_graph, self.config)
         if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")
             self.float_graph.name = Path(network).stem
         self.graph = None
@@ -111,15 +189,8 @@ class Workflow:
         """Shape of one input frame (the ONNX input shape without the batch axis)."""
         return tuple(self.float_graph.tensors[self.input_name].onnx_shape[1:])
 
-    def _frames(self, x: Any, what: str) -> np.ndarray:
-        arr = np.asarray(x, dtype=np.float32)
-        shape = self.input_shape
-        if arr.shape == shape:
-            arr = arr[None]
-        if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
-            raise ShapeError(f"{what} has shape {tuple(np.shape(x))}; expected [N, {', '.join(map(str, shape))}] "
-                             f"(input {self.input_name!r} of the network) or one frame of shape {shape}")
-        return arr
+    def _frames(self, x: Any, what: str, error: type[InputDataError] = InputDataError) -> np.ndarray:
+        return check_frames(x, self.input_shape, what, input_name=self.input_name, error=error)
 
     # ------------------------------------------------------------------ steps
     def calibrate(self, samples: Any, *, method: str = "minmax", percentile: float = 99.99, per_channel: bool = True,
@@ -160,7 +231,7 @@ class Workflow:
             # Deliberately an error, not a silent no-op: calibration data passed here would be ignored.
             raise CompileError(f"the {self.config.dtype} processor computes in floating point: no calibration is "
                                "needed, call Workflow.compile() directly")
-        frames = self._frames(samples, "calibration data")
+        frames = self._frames(samples, "calibration data", CalibrationError)
         stats = None
         if self.imported_scales and not self._missing_scales():
             warnings.warn(f"{self.float_graph.name!r} is a QDQ model with a scale for every tensor: it keeps them and "
@@ -423,7 +494,7 @@ class Workflow:
             outs.append([np.asarray(r) for r in result])
         return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
 
-    def export_qdq(self, path: str | Path | None = None, *, batch: int | str = 1):
+    def export_qdq(self, path: str | Path | None = None, *, batch: int | str = 1, overwrite: bool = False):
         """Write the quantized network as a QDQ ONNX model that reproduces the processor's int8 results under
         ``onnx.reference`` (see ``docs/quantization.md``).
 
@@ -433,6 +504,8 @@ class Workflow:
             Where to save it.
         batch : int or str
             The model's batch axis (a name makes it symbolic).
+        overwrite : bool
+            Replace an existing file at ``path`` (it is written whole or not at all).
 
         Returns
         -------
@@ -447,7 +520,12 @@ class Workflow:
                 self.graph = quantize(self.float_graph, {})
             else:
                 raise CompileError("nothing to export yet: call Workflow.calibrate(samples) first")
-        return export_qdq(self.graph, path, batch=batch)
+        if path is None:
+            return export_qdq(self.graph, None, batch=batch)
+        from dlproc.outputs import atomic_file
+
+        with atomic_file(path, overwrite=overwrite, what="QDQ model") as tmp:
+            return export_qdq(self.graph, tmp, batch=batch)
 
     def estimate_performance(self) -> Profile:
         """Predict per-layer cycles, latency and frames/s without simulating (see ``dlproc.runtime.estimate``)."""

@@ -292,7 +292,7 @@ def test_recorded_timing_results_set_the_clocks(nets, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "dlproc.boards.timing", fake)
     tiny = ProcessorConfig.preset("tiny_int8")
     assert supported_clocks(tiny) == ([100.0, 150.0, 200.0], "timing check: fmax 212 MHz (recorded 2026-12-02)")
-    assert supported_clocks(tiny.replace(conv_oc_lanes=4)) == ([100.0], "clock not checked")  # older model
+    assert supported_clocks(tiny.replace(conv_oc_lanes=4)) == ([tiny.clock_mhz], "clock not checked")  # older model
     res = explore(nets[:1], fps=100, base="tiny_int8", space=TINY_ONLY, workers=0, objective="power")
     assert sorted(p.config.clock_mhz for p in res.points) == [100.0, 150.0, 200.0]
     (cycles,) = {p.cycles[res.networks[0]] for p in res.points}  # one compilation, the clock only rescales
