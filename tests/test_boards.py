@@ -220,7 +220,7 @@ def test_run_without_vivado(tmp_path: Path) -> None:
 def test_ecp5_bitstream_with_the_open_toolchain(tmp_path: Path) -> None:
     """Yosys, nextpnr and ecppack on the small processor; the figures come from ``tests/recorded/ecp5.json`` when
     the flow's inputs (:func:`ecp5_key`) are unchanged since the record, otherwise the flow runs (minutes)."""
-    from recorded import recorded_figures
+    from recorded import previous_figures, recorded_figures, report_stale
 
     from dlproc.boards.ecp5 import build_ecp5, ecp5_config, ecp5_key
 
@@ -233,6 +233,7 @@ def test_ecp5_bitstream_with_the_open_toolchain(tmp_path: Path) -> None:
                 "utilization": {k: list(v) for k, v in result.utilization.items()}, "fmax_mhz": result.fmax_mhz,
                 "target_mhz": result.target_mhz, "seconds": round(result.seconds, 1)}
 
+    before = previous_figures("ecp5", "ulx3s_85f")
     figures, stale = recorded_figures("ecp5", "ulx3s_85f", ecp5_key(cfg), run_flow)
     utilization = {k: tuple(v) for k, v in figures["utilization"].items()}
     assert figures["bitstream_bytes"] > 100_000
@@ -243,5 +244,8 @@ def test_ecp5_bitstream_with_the_open_toolchain(tmp_path: Path) -> None:
     # Timing is reported, not required (the exerciser's board clock is 25 MHz; the processor's own critical path
     # decides): it must be a plausible figure.
     assert figures["fmax_mhz"] is not None and 5 < figures["fmax_mhz"] < 500
-    if stale:
-        pytest.fail(stale)
+    # A large fmax regression against the last record fails (nextpnr's seed noise is about +-8%).
+    if before and before.get("fmax_mhz"):
+        assert figures["fmax_mhz"] >= 0.8 * before["fmax_mhz"], (
+            f"ECP5 fmax fell from {before['fmax_mhz']} to {figures['fmax_mhz']} MHz")
+    report_stale(stale)
