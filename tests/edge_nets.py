@@ -1,0 +1,58 @@
+"""Small ONNX networks in the style of modern edge networks (seeded random weights): MobileNet v3 blocks
+(HardSwish, HardSigmoid, squeeze-excitation) and EfficientNet blocks (SiLU as Sigmoid * x, squeeze-excitation with
+a Sigmoid gate). Builders return ``(model, input_shape)`` like :mod:`nets`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nets import Net, NetBuilder
+
+__all__ = ["EDGE_NETS"]
+
+
+def _se(b: NetBuilder, x: str, c: int, squeeze: int, gate: str) -> str:
+    """Squeeze-excitation: GlobalAveragePool -> Conv -> ReLU -> Conv -> gate -> Mul with the feature map."""
+    s = b.node("GlobalAveragePool", [x])
+    s = b.relu(b.conv(s, c, squeeze, 1, pad=0))
+    s = b.conv(s, squeeze, c, 1, pad=0)
+    s = b.node(gate, [s]) if gate == "Sigmoid" else b.node(gate, [s], alpha=1 / 6, beta=0.5)
+    return b.node("Mul", [x, s])
+
+
+def mobilenet_v3_block() -> Net:
+    """Stem conv + HardSwish, an inverted residual (1x1 expand + HardSwish, depthwise 3x3 + HardSwish,
+    squeeze-excitation with a HardSigmoid gate, 1x1 project, residual add), a HardSwish head and a classifier."""
+    b = NetBuilder("mobilenet_v3_block", (1, 3, 16, 16), seed=31)
+    x = b.node("HardSwish", [b.bn(b.conv("input", 3, 8, 3, stride=2, bias=False), 8)])
+    y = b.node("HardSwish", [b.bn(b.conv(x, 8, 16, 1, pad=0, bias=False), 16)])
+    y = b.node("HardSwish", [b.bn(b.conv(y, 16, 16, 3, group=16, bias=False), 16)])
+    y = _se(b, y, 16, 8, "HardSigmoid")
+    y = b.bn(b.conv(y, 16, 8, 1, pad=0, bias=False), 8)
+    x = b.node("Add", [x, y])
+    x = b.node("HardSwish", [b.conv(x, 8, 24, 1, pad=0)])
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
+    return b.model([b.gemm(x, 24, 10)], opset=17), (1, 3, 16, 16)
+
+
+def efficientnet_block() -> Net:
+    """Stem conv + SiLU (Sigmoid, Mul), an MBConv block (1x1 expand + SiLU, depthwise 3x3 + SiLU,
+    squeeze-excitation with a SiLU squeeze and a Sigmoid gate, 1x1 project, residual add) and a classifier."""
+    b = NetBuilder("efficientnet_block", (1, 3, 16, 16), seed=32)
+
+    def silu(v: str) -> str:
+        return b.node("Mul", [v, b.node("Sigmoid", [v])])
+
+    x = silu(b.bn(b.conv("input", 3, 8, 3, stride=2, bias=False), 8))
+    y = silu(b.bn(b.conv(x, 8, 16, 1, pad=0, bias=False), 16))
+    y = silu(b.bn(b.conv(y, 16, 16, 3, group=16, bias=False), 16))
+    s = b.node("GlobalAveragePool", [y])
+    s = silu(b.conv(s, 16, 4, 1, pad=0))
+    y = b.node("Mul", [y, b.node("Sigmoid", [b.conv(s, 4, 16, 1, pad=0)])])
+    y = b.bn(b.conv(y, 16, 8, 1, pad=0, bias=False), 8)
+    x = b.node("Add", [x, y])
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [silu(b.conv(x, 8, 24, 1, pad=0))])], axis=1)
+    return b.model([b.gemm(x, 24, 10)], opset=17), (1, 3, 16, 16)
+
+
+EDGE_NETS: dict[str, Callable[[], Net]] = {f.__name__: f for f in (mobilenet_v3_block, efficientnet_block)}
