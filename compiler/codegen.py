@@ -20,6 +20,7 @@ multipliers, clamps as binary32 words), with no quantization. Weights are then 4
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from dlproc.compiler.graph import HW_OPS, Activation, Graph, Layer, LayerQuant, 
 from dlproc.compiler.memory import TensorView, align
 from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, pack_fields
 from dlproc.processor.config import ProcessorConfig
-from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, Instruction, InstructionSet
+from dlproc.processor.isa import EXTENT_BITS, LUT_ENTRIES, Buffer, GemmMode, Instruction, InstructionSet, Opcode
 
 __all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "TilingError",
            "FloatPost", "lower_fp32"]
@@ -325,6 +326,23 @@ class CodeGenerator:
                 self.emit(*steps[t + 1].loads)
             self.emit(self.isa.Sync(), *step.stores)
 
+    def _load_lut(self, layer: Layer, lut: np.ndarray) -> None:
+        """Load a layer's nonlinear-unit table (before its first instruction: the previous layer's finalizing GEMMs
+        precede the SYNC that ended its last tile, so nothing reads the old table any more)."""
+        if not self.config.has_nonlinear_unit:
+            raise TilingError(f"layer {layer.name!r} has a {layer.act.kind} activation but the processor has no "
+                              "nonlinear unit (ProcessorConfig.has_nonlinear_unit)")
+        table = np.asarray(lut, np.int8).tobytes()
+        off = self.add_blob(table, key=("lut", layer.name), kind="param")
+        self.emit(self.isa.Sync(), self._load(Buffer.LUT, 0, off, LUT_ENTRIES))
+
+    def _set_lut_flags(self, start: int) -> None:
+        """Set ``lut`` on every finalizing GEMM and every POST emitted since instruction ``start``."""
+        for pc in range(start, len(self.words)):
+            ins = self.isa.decode(self.words[pc])
+            if (ins.opcode == Opcode.GEMM and ins.finalize) or ins.opcode == Opcode.POST:
+                self.words[pc] = dataclasses.replace(ins, lut=1).encode()
+
     # ------------------------------------------------------------------ layers
     def generate(self, layers: list[Layer]) -> list[LayerCode]:
         """Emit code for the hardware layers of one segment; returns a record per layer."""
@@ -333,8 +351,13 @@ class CodeGenerator:
             rec = LayerCode(index=-1, name=layer.name, op=layer.op, target="hw")
             start = len(self.words)
             w0, p0 = self._weight_bytes, self._param_bytes
+            lut = layer.quant.lut if layer.quant is not None else None
+            if lut is not None:
+                self._load_lut(layer, lut)
             handler = getattr(self, layer.op)
             handler(layer, rec)
+            if lut is not None:
+                self._set_lut_flags(start)
             if layer.quant is not None and layer.quant.weight is not None:
                 rec.weight_count = int(np.asarray(layer.quant.weight).size)
             rec.instr_start, rec.instr_count = start, len(self.words) - start

@@ -21,7 +21,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops import load_op
 
-from .graph import Graph, Layer
+from .graph import LUT_ACTIVATIONS, Graph, Layer, pre_activation
 
 __all__ = ["FLOAT_OPS", "BatchNormalization", "HardSwish", "Mish", "GlobalLpPool", "GroupNormalization",
            "host_executable", "float_evaluator", "run_float", "host_model", "HostRunner"]
@@ -314,7 +314,8 @@ def _pool(x: np.ndarray, attrs: dict, kind: str) -> np.ndarray:
     return out / (kernel[0] * kernel[1])
 
 
-def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRunner | None = None) -> list[np.ndarray]:
+def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRunner | None = None,
+              pre: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
     """Execute one layer in float64.
 
     Parameters
@@ -327,6 +328,9 @@ def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRu
         Input values ``[N, ...]`` in their ONNX shapes.
     host : HostRunner, optional
         Runner (with its cache of evaluators) for host layers.
+    pre : dict, optional
+        Receives the value before a :data:`~.graph.LUT_ACTIVATIONS` activation, under
+        :func:`~.graph.pre_activation` of the layer's name (calibration of the lookup table's input).
 
     Returns
     -------
@@ -365,6 +369,8 @@ def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRu
             y = x
         else:
             raise ValueError(f"layer {layer.name!r}: unknown layer kind {op!r}")
+        if pre is not None and layer.act.kind in LUT_ACTIVATIONS:
+            pre[pre_activation(layer.name)] = y
         outs = [layer.act.apply(y)]
     return [np.asarray(v).reshape((n,) + graph.tensors[name].onnx_shape[1:])
             for v, name in zip(outs, layer.outputs, strict=True)]

@@ -13,6 +13,11 @@
 4. :func:`host_padded_maxpool`: processor limits become host layers: a padded max-pool whose input may be negative
    (the processor pads with zeros, which only equals ONNX's -inf padding on non-negative data);
 5. :func:`assign_targets`: the remaining layers are marked for the processor; unused tensors are dropped.
+
+For a processor with the nonlinear unit (``ProcessorConfig.has_nonlinear_unit``), ``fuse(graph,
+nonlinear_unit=True)`` then runs :func:`fuse_lut_activations`: the host layers of Sigmoid, Tanh, HardSigmoid and
+HardSwish, and SiLU written as ``Mul(x, Sigmoid(x))``, become the lookup-table activation
+(:data:`~.graph.LUT_ACTIVATIONS`) of the conv or add producing their input, so they cost no pass over DDR.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import copy
 from collections.abc import Callable
 
 import numpy as np
+from onnx.helper import get_attribute_value as onnx_attr
 
 from .graph import HW_OPS, Activation, Graph, Layer
 
 __all__ = ["fuse", "FUSION_PASSES", "drop_identities", "fold_affine_and_activations", "absorb_flatten",
-           "host_padded_maxpool", "assign_targets"]
+           "host_padded_maxpool", "assign_targets", "fuse_lut_activations"]
 
 
 def _replace_input(graph: Graph, old: str, new: str) -> None:
@@ -197,7 +203,63 @@ FUSION_PASSES: tuple[Callable[[Graph], None], ...] = (
     drop_identities, fold_affine_and_activations, absorb_flatten, host_padded_maxpool, assign_targets)
 
 
-def fuse(graph: Graph) -> Graph:
+def _host_op(layer: Layer | None) -> str | None:
+    """The ONNX operator of a one-node host layer."""
+    if layer is None or layer.op != "host" or len(layer.onnx_nodes) != 1:
+        return None
+    return layer.onnx_nodes[0].op_type
+
+
+def _lut_activation(layer: Layer) -> Activation | None:
+    """The lookup-table activation a one-node host layer computes, if any."""
+    op = _host_op(layer)
+    if op == "Sigmoid":
+        return Activation("sigmoid")
+    if op == "Tanh":
+        return Activation("tanh")
+    if op == "HardSwish":
+        return Activation("hard_swish")
+    if op == "HardSigmoid":
+        attrs = {a.name: onnx_attr(a) for a in layer.onnx_nodes[0].attribute}
+        return Activation("hard_sigmoid", alpha=float(attrs.get("alpha", 0.2)), beta=float(attrs.get("beta", 0.5)))
+    return None
+
+
+def fuse_lut_activations(g: Graph) -> None:
+    """Pass for the nonlinear unit: Sigmoid, Tanh, HardSigmoid, HardSwish and SiLU (``Mul(x, Sigmoid(x))``) host
+    layers become the activation of the conv or add producing their input (which has no activation yet, and whose
+    output nothing else reads)."""
+    for layer in list(g.layers):
+        if layer not in g.layers:
+            continue
+        act = _lut_activation(layer)
+        if act is None:
+            continue
+        x = layer.inputs[0]
+        producer = g.producer(x)
+        if producer is None or producer.op not in ("conv", "add") or producer.target != "hw" \
+                or producer.act.kind != "none" or x in g.outputs:
+            continue
+        readers = g.consumers(x)
+        # SiLU: x read by this Sigmoid and by one Mul(x, sigmoid(x)), the sigmoid read only by that Mul
+        gate = layer.output
+        mul = next((r for r in readers if r is not layer), None)
+        if readers == [layer]:
+            producer.act = act
+            _merge(g, producer, layer)
+        elif (act.kind == "sigmoid" and len(readers) == 2 and _host_op(mul) == "Mul"
+                and sorted(mul.inputs) == sorted([x, gate]) and g.consumers(gate) == [mul]
+                and gate not in g.outputs):
+            producer.act = Activation("silu")
+            _merge(g, producer, layer)      # producer now writes the gate tensor...
+            _merge(g, producer, mul)        # ...and then the Mul's output
+            g.tensors.pop(x, None)
+        else:
+            continue
+        producer.onnx_nodes = []  # a processor layer keeps no ONNX nodes (assign_targets)
+
+
+def fuse(graph: Graph, *, nonlinear_unit: bool = False) -> Graph:
     """Fuse the front end's graph into processor and host layers: :data:`FUSION_PASSES` on a copy.
 
     Parameters
@@ -205,6 +267,9 @@ def fuse(graph: Graph) -> Graph:
     graph : Graph
         The front end's graph (:func:`~.frontend.load_onnx` with ``fuse=False``); calling ``fuse`` on an already
         fused graph changes nothing.
+    nonlinear_unit : bool
+        The processor has the nonlinear unit (``ProcessorConfig.has_nonlinear_unit``): also run
+        :func:`fuse_lut_activations`.
 
     Returns
     -------
@@ -214,4 +279,6 @@ def fuse(graph: Graph) -> Graph:
     g = copy.deepcopy(graph)
     for fusion_pass in FUSION_PASSES:
         fusion_pass(g)
+    if nonlinear_unit:
+        fuse_lut_activations(g)
     return g

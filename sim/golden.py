@@ -31,6 +31,7 @@ from dlproc.processor.isa import (
     CTRL_CLEAR,
     CTRL_IRQ_EN,
     CTRL_START,
+    LUT_ENTRIES,
     MAGIC,
     STATUS_BUSY,
     STATUS_DONE,
@@ -75,7 +76,7 @@ def footprint(ins: Instruction, config: ProcessorConfig) -> list[Touch]:
     op = ins.opcode
     if op == Opcode.LOAD:
         entry_bytes = {Buffer.INPUT: c.input_entry_bytes, Buffer.WEIGHT: c.weight_entry_bytes,
-                       Buffer.PARAM: c.param_entry_bytes}[Buffer(ins.buffer)]
+                       Buffer.PARAM: c.param_entry_bytes, Buffer.LUT: 1}[Buffer(ins.buffer)]
         last = (ins.buf_addr * entry_bytes + ins.n1 * ins.n2 * ins.len0 - 1) // entry_bytes
         return [(Buffer(ins.buffer).name, ins.buf_addr, last + 1, True)]
     if op == Opcode.STORE:
@@ -92,12 +93,15 @@ def footprint(ins: Instruction, config: ProcessorConfig) -> list[Touch]:
         if ins.finalize:
             touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
                         ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
+            if ins.lut:
+                touched.append(("LUT", 0, LUT_ENTRIES, False))
         return touched
     if op == Opcode.POST:
         params = ins.n if ins.param_inc else 1
-        return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
+        return ([("ACC", ins.acc_base, ins.acc_base + ins.n, False),
                 ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
                 ("PARAM", ins.param_addr, ins.param_addr + params, False), ("FC_PORT", 0, 1, False)]
+                + ([("LUT", 0, LUT_ENTRIES, False)] if ins.lut else []))
     if op == Opcode.FC:
         last_entry = ins.acc_base + (ins.n_out - 1) // c.conv_oc_lanes
         return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False), ("ACC", ins.acc_base, last_entry + 1, True),
@@ -400,9 +404,11 @@ class GoldenModel:
         self.acc = np.zeros((c.acc_buffer_entries, self.co), np.float32 if self.fp32 else np.int32)
         self.out = np.zeros((c.acc_buffer_entries, self.co), element)
         self._postprocess = postprocess_fp32 if self.fp32 else postprocess_int8
+        self.lut_bytes = np.zeros(LUT_ENTRIES, np.uint8)  # the nonlinear unit's table (has_nonlinear_unit)
         self._buffer_bytes = {Buffer.INPUT: (self.inp_bytes, c.input_entry_bytes),
                               Buffer.WEIGHT: (self.wgt_bytes, c.weight_entry_bytes),
-                              Buffer.PARAM: (self.par_bytes, c.param_entry_bytes)}
+                              Buffer.PARAM: (self.par_bytes, c.param_entry_bytes),
+                              Buffer.LUT: (self.lut_bytes, 1)}
 
     # ------------------------------------------------------------------ program execution
     def run(self, ddr: np.ndarray, instr_addr: int, instr_count: int, *, check_hazards: bool = True,
@@ -533,8 +539,14 @@ class GoldenModel:
         if mode == GemmMode.MAC:
             result.mac_steps += R * S
         if ins.finalize:
-            self.out[ins.out_base:ins.out_base + S] = self._postprocess(self.acc[ins.acc_base:ins.acc_base + S],
-                                                                 self.par[ins.param_addr])
+            self.out[ins.out_base:ins.out_base + S] = self._nonlinear(
+                ins, self._postprocess(self.acc[ins.acc_base:ins.acc_base + S], self.par[ins.param_addr]))
+
+    def _nonlinear(self, ins: Instruction, y: np.ndarray) -> np.ndarray:
+        """The nonlinear unit: with ``lut = 1`` every int8 output ``y`` becomes ``LUT[y + 128]``."""
+        if not ins.lut:
+            return y
+        return self.lut_bytes.view(np.int8)[y.astype(np.int16) + 128]
 
     def _gemm_int8(self, ins: Instruction, idx: np.ndarray, mode: GemmMode, R: int, S: int) -> None:
         """int32 GEMM: exact products, wrapping sums (the order does not matter)."""
@@ -580,7 +592,7 @@ class GoldenModel:
     def _post(self, ins: Instruction) -> None:
         acc = self.acc[ins.acc_base:ins.acc_base + ins.n]
         par = self.par[ins.param_addr:ins.param_addr + ins.n] if ins.param_inc else self.par[ins.param_addr]
-        self.out[ins.out_base:ins.out_base + ins.n] = self._postprocess(acc, par)
+        self.out[ins.out_base:ins.out_base + ins.n] = self._nonlinear(ins, self._postprocess(acc, par))
 
     def _fc(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult) -> None:
         ci, co = self.ci, self.co
