@@ -56,3 +56,25 @@ def efficientnet_block() -> Net:
 
 
 EDGE_NETS: dict[str, Callable[[], Net]] = {f.__name__: f for f in (mobilenet_v3_block, efficientnet_block)}
+
+
+def lut_activations() -> Net:
+    """Every activation of the nonlinear unit after a conv or an add: Sigmoid, Tanh, HardSigmoid (non-default
+    alpha/beta), HardSwish, SiLU (Mul(x, Sigmoid(x)), operands in either order); a Sigmoid whose input another layer
+    also reads (not fusable) and a network output that is a conv's Tanh."""
+    b = NetBuilder("lut_activations", (1, 5, 11, 13), seed=33)
+    x = b.node("Sigmoid", [b.conv("input", 5, 8, 3)])
+    x = b.node("Tanh", [b.conv(x, 8, 8, 3)])
+    x = b.node("HardSigmoid", [b.conv(x, 8, 12, 3)], alpha=0.25, beta=0.4)
+    y = b.node("HardSwish", [b.conv(x, 12, 12, 1, pad=0)])
+    s = b.node("Add", [x, y])
+    s = b.node("Mul", [b.node("Sigmoid", [s]), s])
+    z = b.conv(s, 12, 6, 3)
+    z = b.node("Mul", [z, b.node("Sigmoid", [z])])
+    shared = b.conv(z, 6, 6, 1, pad=0)
+    t = b.node("Add", [b.node("Sigmoid", [shared]), shared])
+    out = b.node("Tanh", [b.conv(t, 6, 4, 3)])
+    return b.model([out], opset=17), (1, 5, 11, 13)
+
+
+EDGE_NETS["lut_activations"] = lut_activations

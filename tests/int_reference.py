@@ -168,6 +168,8 @@ def run_int_reference(graph: Graph, x_float: np.ndarray) -> dict[str, np.ndarray
         else:
             raise ValueError(f"layer {layer.name!r}: unknown kind {layer.op!r}")
         y = _post(_wrap32(acc), quant.requant)
+        if quant.lut is not None:  # the nonlinear unit: int8 y -> table[y + 128]
+            y = np.asarray(quant.lut, np.int8)[y.astype(np.int64) + 128]
         values[layer.output] = y.reshape((n,) + graph.tensors[layer.output].onnx_shape[1:])
     return values
 
