@@ -569,6 +569,56 @@ class CodeGenerator:
         rec.tile = f"{th}x{W}x{kc * B}"
         self._run_steps(steps)
 
+    def mul(self, layer: Layer, rec: LayerCode) -> None:
+        """Elementwise multiply (nonlinear unit): a SUM pass copies the first operand into the accumulators, a MUL
+        pass multiplies by the second, one requantization. A ``[C, 1, 1]`` second operand (a squeeze-excitation
+        gate) is loaded once per channel block and read at every pixel (spatial input stride 0)."""
+        av, bv = self.views[layer.inputs[0]], self.views[layer.inputs[1]]
+        outv = self.views[layer.output]
+        B, eb = self.B, self.eb
+        H, W = outv.height, outv.width
+        gate = (bv.height, bv.width) == (1, 1) and (H, W) != (1, 1)
+        per_row = 1 if gate else 2
+        th = max(1, min(H, self.inp_half // (per_row * W + 1), self.out_half // W, MAX_EXTENT // W))
+        if (per_row * th * W + 1) > self.inp_half or th * W > MAX_EXTENT:
+            raise TilingError(f"a {W}-pixel row does not fit the buffers for an elementwise multiply")
+        kc = max(1, min(self.inp_half // (per_row * th * W + 1), self.out_half // (th * W), MAX_EXTENT)) \
+            if th == H else 1
+        steps = []
+        for cb0 in range(0, outv.blocks, kc):
+            kn = min(kc, outv.blocks - cb0)
+            for y0 in range(0, H, th):
+                tht = min(th, H - y0)
+                n = tht * W
+                step = _Step()
+                base = self._next_inp()
+                step.loads.append(self._load(Buffer.INPUT, base, av.addr(cb0, y0, 0), W * B * eb, tht, av.row_stride,
+                                             kn, av.plane_stride))
+                if gate:
+                    step.loads.append(self._load(Buffer.INPUT, base + kn * n, bv.addr(cb0, 0, 0), B * eb, 1, 0, kn,
+                                                 bv.plane_stride))
+                    si0, si1 = 1, 0
+                else:
+                    step.loads.append(self._load(Buffer.INPUT, base + kn * n, bv.addr(cb0, y0, 0), W * B * eb, tht,
+                                                 bv.row_stride, kn, bv.plane_stride))
+                    si0, si1 = n, 1
+                par_off = self._params(layer, 0, min(B, outv.channels))
+                par_slot = self._next_par()
+                step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
+                out_base = self._next_out()
+                common = dict(acc_base=0, out_base=out_base, wgt_base=0, param_addr=par_slot, r0=1, r1=1, r2=1,
+                              s0=kn, s1=n, ri0=0, ri1=0, ri2=0)
+                step.gemms.append(self.isa.Gemm(**common, mode=GemmMode.SUM, overwrite=1, finalize=0, inp_base=base,
+                                                si0=n, si1=1, imm=1))
+                step.gemms.append(self.isa.Gemm(**common, mode=GemmMode.MUL, overwrite=0, finalize=1,
+                                                inp_base=base + kn * n, si0=si0, si1=si1))
+                for k in range(kn):
+                    step.stores.append(self._store(outv, cb0 + k, y0, 0, out_base + k * n, W, tht, W, 1))
+                steps.append(step)
+        rec.tiles = len(steps)
+        rec.tile = f"{th}x{W}x{kc * B}"
+        self._run_steps(steps)
+
     def concat(self, layer: Layer, rec: LayerCode) -> None:
         """Channel concatenation costs nothing: its inputs were written into the concat's region."""
         rec.note = "zero-copy (inputs written in place)"

@@ -361,6 +361,8 @@ def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRu
             y = x.mean(axis=(2, 3))
         elif op == "add":
             y = x + fmap(inputs[1], layer.inputs[1])
+        elif op == "mul":  # the second operand may be a [C, 1, 1] gate
+            y = x * fmap(inputs[1], layer.inputs[1])
         elif op == "concat":
             y = np.concatenate([fmap(v, k) for v, k in zip(inputs, layer.inputs, strict=True)], axis=1)
         elif op == "affine":

@@ -17,7 +17,8 @@
 For a processor with the nonlinear unit (``ProcessorConfig.has_nonlinear_unit``), ``fuse(graph,
 nonlinear_unit=True)`` then runs :func:`fuse_lut_activations`: the host layers of Sigmoid, Tanh, HardSigmoid and
 HardSwish, and SiLU written as ``Mul(x, Sigmoid(x))``, become the lookup-table activation
-(:data:`~.graph.LUT_ACTIVATIONS`) of the conv or add producing their input, so they cost no pass over DDR.
+(:data:`~.graph.LUT_ACTIVATIONS`) of the conv or add producing their input, so they cost no pass over DDR; and
+:func:`elementwise_mul` puts a ``Mul`` of two activations (same shape, or a ``[C, 1, 1]`` gate) on the processor.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from onnx.helper import get_attribute_value as onnx_attr
 from .graph import HW_OPS, Activation, Graph, Layer
 
 __all__ = ["fuse", "FUSION_PASSES", "drop_identities", "fold_affine_and_activations", "absorb_flatten",
-           "host_padded_maxpool", "assign_targets", "fuse_lut_activations"]
+           "host_padded_maxpool", "assign_targets", "fuse_lut_activations", "elementwise_mul"]
 
 
 def _replace_input(graph: Graph, old: str, new: str) -> None:
@@ -237,7 +238,7 @@ def fuse_lut_activations(g: Graph) -> None:
             continue
         x = layer.inputs[0]
         producer = g.producer(x)
-        if producer is None or producer.op not in ("conv", "add") or producer.target != "hw" \
+        if producer is None or producer.op not in ("conv", "add", "mul") or producer.target != "hw" \
                 or producer.act.kind != "none" or x in g.outputs:
             continue
         readers = g.consumers(x)
@@ -257,6 +258,28 @@ def fuse_lut_activations(g: Graph) -> None:
         else:
             continue
         producer.onnx_nodes = []  # a processor layer keeps no ONNX nodes (assign_targets)
+
+
+def elementwise_mul(g: Graph) -> None:
+    """Pass for the nonlinear unit's elementwise multiply: a host ``Mul`` of two activations of the same shape, or of
+    a ``[C, H, W]`` feature map and a ``[C, 1, 1]`` gate (squeeze-excitation), becomes a processor ``mul`` layer (the
+    feature map first)."""
+    for layer in g.layers:
+        if _host_op(layer) != "Mul" or len(layer.inputs) != 2 or len(layer.outputs) != 1:
+            continue
+        a, b = layer.inputs
+        if a == b or any(v not in g.tensors or v in g.initializers for v in (a, b)):
+            continue
+        sa, sb = g.tensors[a].shape, g.tensors[b].shape
+        if sa != sb and sa[1:] == (1, 1) and sb[0] == sa[0]:
+            a, b, sa, sb = b, a, sb, sa
+        out = g.tensors[layer.output].shape
+        if out != sa or not (sb == sa or sb == (sa[0], 1, 1)):
+            continue
+        if len(g.tensors[a].onnx_shape) != 4 or len(g.tensors[b].onnx_shape) != 4:
+            continue
+        layer.op, layer.inputs, layer.target, layer.host_reason, layer.onnx_nodes = "mul", [a, b], "hw", "", []
+        layer.attrs = {}
 
 
 def fuse(graph: Graph, *, nonlinear_unit: bool = False) -> Graph:
@@ -280,5 +303,7 @@ def fuse(graph: Graph, *, nonlinear_unit: bool = False) -> Graph:
     for fusion_pass in FUSION_PASSES:
         fusion_pass(g)
     if nonlinear_unit:
-        fuse_lut_activations(g)
+        fuse_lut_activations(g)   # first: SiLU is a Mul of the host Sigmoid's output
+        elementwise_mul(g)
+        fuse_lut_activations(g)   # then activations after the new mul layers
     return g

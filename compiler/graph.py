@@ -25,7 +25,7 @@ __all__ = ["TensorInfo", "Activation", "LUT_ACTIVATIONS", "Requant", "LayerQuant
            "fixed_point_multiplier", "pre_activation"]
 
 #: Layer kinds the processor executes. Everything else is ``op == "host"``.
-HW_OPS = ("conv", "fc", "maxpool", "avgpool", "gap", "add", "concat")
+HW_OPS = ("conv", "fc", "maxpool", "avgpool", "gap", "add", "concat", "mul")
 
 
 @dataclass

@@ -208,6 +208,17 @@ def _add(layer: Layer, s_ins: list[float], s_out: float, channels: int) -> Layer
     return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=imms)
 
 
+def _mul(layer: Layer, s_ins: list[float], s_out: float, channels: int, scale_mode: str = "fixed") -> LayerQuant:
+    """Elementwise multiply: the int8 product ``a * b`` requantized once by ``s_a * s_b / s_out``."""
+    alpha = layer.act.alpha if layer.act.kind == "leaky_relu" else None
+    mult_pos, mult_neg, shift = _fixed(layer, s_ins[0] * s_ins[1] / s_out, alpha, scale_mode)
+    lo, hi = activation_clamp(layer.act, s_out)
+    requant = Requant(bias=np.zeros(channels, np.int32), mult_pos=np.full(channels, mult_pos, np.int64),
+                      mult_neg=np.full(channels, mult_neg, np.int64), shift=np.full(channels, shift, np.int64),
+                      lo=lo, hi=hi)
+    return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=[1])
+
+
 def _pool_sum(layer: Layer, s_in: float, s_out: float, channels: int, window: int,
               scale_mode: str = "fixed") -> LayerQuant:
     mult, _, shift = _fixed(layer, s_in / (s_out * window), None, scale_mode)
@@ -318,6 +329,8 @@ def quantize(graph: Graph, stats: dict[str, tuple[float, float]], *, per_channel
             layer.quant = _pool_sum(layer, s_ins[0], s_out, channels, h * w, scale_mode)
         elif layer.op == "add":
             layer.quant = _add(plain, s_ins, s_out, channels)
+        elif layer.op == "mul":
+            layer.quant = _mul(plain, s_ins, s_out, channels, scale_mode)
         if lut_act is not None:
             layer.quant.lut = activation_lut(lut_act, s_out, s_lut_out)
     return g

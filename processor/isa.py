@@ -91,6 +91,8 @@ class GemmMode(enum.IntEnum):
     MAC = 0  #: acc[c] += sum_i inp[i] * wgt[c][i]  (c < oc lanes)
     MAX = 1  #: acc[c] = max(acc[c], inp[c])       (c < ic lanes; other lanes take 0)
     SUM = 2  #: acc[c] += inp[c] * imm             (c < ic lanes; other lanes take 0)
+    MUL = 3  #: acc[c] *= inp[c] (overwrite: = inp[c]) (c < ic lanes; other lanes take 0); only with
+    #:         ``has_nonlinear_unit`` (elementwise multiply, squeeze-excitation gates)
 
 
 class ErrorCode(enum.IntEnum):

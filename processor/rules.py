@@ -70,8 +70,9 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
     def aligned(value):
         return (value & beat_mask) == 0
 
-    # the nonlinear unit (LOAD into the LUT, the lut flag) exists only with has_nonlinear_unit
+    # the nonlinear unit (LOAD into the LUT, the lut flag, GEMM mode MUL) exists only with has_nonlinear_unit
     last_buffer = Buffer.LUT if c.has_nonlinear_unit else Buffer.PARAM
+    last_mode = GemmMode.MUL if c.has_nonlinear_unit else GemmMode.SUM
 
     def no_lut():
         return 1 if c.has_nonlinear_unit else ins.lut == 0
@@ -111,7 +112,7 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
         reduction = ins.r0 * ins.r1 * ins.r2
         spatial = ins.s0 * ins.s1
         return [
-            ("GEMM mode {mode} does not exist", ins.mode <= GemmMode.SUM),
+            ("GEMM mode {mode} does not exist", ins.mode <= last_mode),
             ("GEMM with a zero extent",
              (ins.r0 != 0) & (ins.r1 != 0) & (ins.r2 != 0) & (ins.s0 != 0) & (ins.s1 != 0)),
             ("GEMM reads input entries past the buffer", inp_last < c.input_entries),

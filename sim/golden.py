@@ -562,6 +562,11 @@ class GoldenModel:
             if mode == GemmMode.MAX:
                 pad[:, :self.ci] = x.max(axis=0)
                 new = pad if ins.overwrite else np.maximum(old, pad)
+            elif mode == GemmMode.MUL:  # every reduction step multiplies (the first one replaces on overwrite)
+                new = np.ones((S, self.co), np.int64) if ins.overwrite else old
+                for step in x:
+                    pad[:, :self.ci] = step
+                    new = (((new * pad) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
             else:
                 pad[:, :self.ci] = x.sum(axis=0) * ins.imm
                 new = pad if ins.overwrite else old + pad

@@ -77,4 +77,22 @@ def lut_activations() -> Net:
     return b.model([out], opset=17), (1, 5, 11, 13)
 
 
+def elementwise_mul() -> Net:
+    """Elementwise Mul on the processor: two different same-shape maps (10 channels, not a multiple of the channel
+    block), a [C, 1, 1] gate on either side of the Mul, a ReLU after a Mul (a 1x1 depthwise conv: the pass runs after
+    the activation fusion), a gate over a 1x1 map, and a Mul of a
+    tensor with itself (stays on the host)."""
+    b = NetBuilder("elementwise_mul", (1, 3, 18, 21), seed=34)
+    x = b.relu(b.conv("input", 3, 10, 3))
+    y = b.conv(x, 10, 10, 3)
+    m = b.relu(b.node("Mul", [x, y]))
+    g = b.node("Sigmoid", [b.conv(b.node("GlobalAveragePool", [m]), 10, 10, 1, pad=0)])
+    m = b.node("Mul", [g, m])
+    p = b.node("GlobalAveragePool", [b.conv(m, 10, 6, 3, stride=2)])
+    p = b.node("Mul", [p, b.node("HardSigmoid", [b.conv(p, 6, 6, 1, pad=0)])])
+    p = b.node("Mul", [p, p])
+    return b.model([b.node("Flatten", [p], axis=1)], opset=17), (1, 3, 18, 21)
+
+
 EDGE_NETS["lut_activations"] = lut_activations
+EDGE_NETS["elementwise_mul"] = elementwise_mul

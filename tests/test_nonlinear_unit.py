@@ -18,7 +18,7 @@ from dlproc.processor.generate import generate
 from dlproc.processor.isa import Buffer, ErrorCode, GemmMode, InstructionSet
 from dlproc.processor.rules import violation
 from dlproc.runtime.workflow import Workflow
-from dlproc.sim.golden import GoldenModel, HazardError
+from dlproc.sim.golden import GoldenModel, HazardError, RunResult
 
 PLAIN = ProcessorConfig.preset("tiny_int8")
 CFG = PLAIN.replace(has_nonlinear_unit=True)
@@ -152,11 +152,42 @@ def test_quantization_quality_against_the_float_evaluator(netname):
     assert _cosine(got, want) >= 0.99
 
 
-def test_edge_blocks_need_fewer_host_layers_with_the_unit():
-    for netname, host_ops in (("mobilenet_v3_block", ["Mul"]), ("efficientnet_block", ["Mul"])):
+def test_edge_blocks_run_without_host_layers_with_the_unit():
+    for netname in ("mobilenet_v3_block", "efficientnet_block"):
         model, _ = EDGE_NETS[netname]()
+        assert any(la.target == "host" for la in Workflow(model, processor=PLAIN).float_graph.layers)
         graph = Workflow(model, processor=CFG).float_graph
-        assert [la.attrs["op_type"] for la in graph.layers if la.target == "host"] == host_ops, netname
+        assert [la.name for la in graph.layers if la.target == "host"] == [], netname
+        assert sum(la.op == "mul" for la in graph.layers) == 1, netname
+
+
+def test_elementwise_mul_layers():
+    model, _ = EDGE_NETS["elementwise_mul"]()
+    graph = Workflow(model, processor=CFG).float_graph
+    muls = [la for la in graph.layers if la.op == "mul"]
+    shapes = [tuple(graph.tensors[v].shape for v in la.inputs) for la in muls]
+    assert shapes == [((10, 18, 21), (10, 18, 21)), ((10, 18, 21), (10, 1, 1)), ((6, 1, 1), (6, 1, 1))]
+    assert [la.act.kind for la in muls] == ["none", "none", "none"]  # the ReLU after a Mul: a 1x1 depthwise conv
+    assert [la.attrs["op_type"] for la in graph.layers if la.target == "host"] == ["Mul", "Flatten"]  # Mul(p, p)
+    assert not any(la.op == "mul" for la in Workflow(model, processor=PLAIN).float_graph.layers)
+
+
+def test_golden_mul_mode_multiplies_and_wraps():
+    isa = InstructionSet(CFG)
+    ci = CFG.conv_ic_lanes
+    rng = np.random.default_rng(9)
+    a = rng.integers(-128, 128, (6, ci)).astype(np.int8)
+    g = rng.integers(-128, 128, (2, ci)).astype(np.int8)
+    model = GoldenModel(CFG)
+    model.inp[:6], model.inp[6:8] = a, g
+    # two reduction steps (r0 = 2, gate entries 6 and 7 read at every pixel): acc = a * g6 * g7
+    model.execute(isa.Gemm(mode=GemmMode.SUM, overwrite=1, imm=1, r0=1, r1=1, r2=1, s0=1, s1=6, si1=1), None, 0,
+                  RunResult())
+    model.execute(isa.Gemm(mode=GemmMode.MUL, inp_base=6, r0=2, ri0=1, r1=1, r2=1, s0=1, s1=6, si1=0), None, 0,
+                  RunResult())
+    want = a.astype(np.int64) * g[0] * g[1]
+    np.testing.assert_array_equal(model.acc[:6, :ci], want)
+    assert not model.acc[:6, ci:].any()
 
 
 def test_rtl_targets_and_gateware_refuse_the_unit(tmp_path):
