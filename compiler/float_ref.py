@@ -23,7 +23,7 @@ from onnx.reference.ops import load_op
 
 from .graph import LUT_ACTIVATIONS, Graph, Layer, pre_activation
 
-__all__ = ["FLOAT_OPS", "BatchNormalization", "HardSwish", "Mish", "GlobalLpPool", "GroupNormalization",
+__all__ = ["FLOAT_OPS", "BatchNormalization", "LRN", "HardSwish", "Mish", "GlobalLpPool", "GroupNormalization",
            "host_executable", "float_evaluator", "run_float", "host_model", "HostRunner"]
 
 
@@ -142,10 +142,29 @@ class GroupNormalization(OpRun):
         return ((y * s.reshape(shape) + b.reshape(shape)).astype(x.dtype),)
 
 
+class LRN(OpRun):
+    """LRN (opsets 1-13): ``y = x / (bias + alpha / size * square_sum) ** beta``, ``square_sum[c]`` the sum of ``x**2``
+    over channels ``max(0, c - floor((size-1)/2)) .. min(C-1, c + ceil((size-1)/2))``.
+
+    onnx.reference's ``LRN._run`` loops ``for c in range(x.shape[0])`` (the batch axis) instead of the channels, so
+    with batch 1 only channel 0 is normalized and every other channel is divided by ``bias ** beta``; onnxruntime
+    follows the specification. Delete this class once an onnx release fixes the loop.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, alpha=1e-4, beta=0.75, bias=1.0, size=None):
+        c = x.shape[1]
+        lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+        sq = x.astype(np.float64) ** 2
+        square_sum = np.stack([sq[:, max(0, ch - lo):min(c, ch + hi + 1)].sum(axis=1) for ch in range(c)], axis=1)
+        return ((x / (bias + alpha / size * square_sum) ** beta).astype(x.dtype),)
+
+
 #: Operator implementations that replace onnx.reference's (``new_ops`` of every evaluator :func:`float_evaluator`
-#: makes): corrections (BatchNormalization) and numpy kernels for operators onnx.reference lacks or only expands
+#: makes): corrections (BatchNormalization, LRN) and numpy kernels for operators onnx.reference lacks or only expands
 #: from a function body.
-FLOAT_OPS: tuple[type[OpRun], ...] = (BatchNormalization, HardSwish, Mish, GlobalLpPool, GroupNormalization)
+FLOAT_OPS: tuple[type[OpRun], ...] = (BatchNormalization, LRN, HardSwish, Mish, GlobalLpPool, GroupNormalization)
 
 
 def host_executable(op_type: str, opset: int) -> str | None:

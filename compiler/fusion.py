@@ -18,7 +18,8 @@ For a processor with the nonlinear unit (``ProcessorConfig.has_nonlinear_unit``)
 nonlinear_unit=True)`` then runs :func:`fuse_lut_activations`: the host layers of Sigmoid, Tanh, HardSigmoid and
 HardSwish, and SiLU written as ``Mul(x, Sigmoid(x))``, become the lookup-table activation
 (:data:`~.graph.LUT_ACTIVATIONS`) of the conv or add producing their input, so they cost no pass over DDR; and
-:func:`elementwise_mul` puts a ``Mul`` of two activations (same shape, or a ``[C, 1, 1]`` gate) on the processor.
+:func:`elementwise_mul` puts a ``Mul`` of two activations (same shape, or a ``[C, 1, 1]`` gate) on the processor;
+:func:`lrn_on_processor` writes LRN as two of those multiplies around a 1x1 conv with a lookup-table activation.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from collections.abc import Callable
 import numpy as np
 from onnx.helper import get_attribute_value as onnx_attr
 
-from .graph import HW_OPS, Activation, Graph, Layer
+from .graph import HW_OPS, Activation, Graph, Layer, TensorInfo
 
 __all__ = ["fuse", "FUSION_PASSES", "drop_identities", "fold_affine_and_activations", "absorb_flatten",
-           "host_padded_maxpool", "assign_targets", "fuse_lut_activations", "elementwise_mul"]
+           "host_padded_maxpool", "assign_targets", "fuse_lut_activations", "elementwise_mul",
+           "lrn_on_processor"]
 
 
 def _replace_input(graph: Graph, old: str, new: str) -> None:
@@ -268,7 +270,7 @@ def elementwise_mul(g: Graph) -> None:
         if _host_op(layer) != "Mul" or len(layer.inputs) != 2 or len(layer.outputs) != 1:
             continue
         a, b = layer.inputs
-        if a == b or any(v not in g.tensors or v in g.initializers for v in (a, b)):
+        if any(v not in g.tensors or v in g.initializers for v in (a, b)):
             continue
         sa, sb = g.tensors[a].shape, g.tensors[b].shape
         if sa != sb and sa[1:] == (1, 1) and sb[0] == sa[0]:
@@ -280,6 +282,38 @@ def elementwise_mul(g: Graph) -> None:
             continue
         layer.op, layer.inputs, layer.target, layer.host_reason, layer.onnx_nodes = "mul", [a, b], "hw", "", []
         layer.attrs = {}
+
+
+def lrn_on_processor(g: Graph) -> None:
+    """Pass for the nonlinear unit: a host LRN (across channels) of a feature map becomes three processor layers,
+    ``y = x * (k + alpha / size * sum_window x**2) ** -beta``: ``mul(x, x)``, a 1x1 conv whose banded ``[C, C]`` weight
+    of ones sums each channel's window of squares, with the ``lrn_scale`` lookup-table activation, and ``mul`` of
+    ``x`` by that factor."""
+    for layer in list(g.layers):
+        if _host_op(layer) != "LRN" or len(g.tensors[layer.inputs[0]].onnx_shape) != 4:
+            continue
+        attrs = {a.name: onnx_attr(a) for a in layer.onnx_nodes[0].attribute}
+        size = int(attrs["size"])
+        alpha, beta, k = (float(attrs.get(n, d)) for n, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+        x, y = layer.inputs[0], layer.output
+        info = g.tensors[x]
+        c = info.channels
+        lo, hi = (size - 1) // 2, (size - 1) - (size - 1) // 2   # ONNX: [c - floor((size-1)/2), c + ceil(...)]
+        band = np.zeros((c, c, 1, 1), np.float32)
+        for ch in range(c):
+            band[ch, max(0, ch - lo):min(c, ch + hi + 1)] = 1.0
+        sq, den = f"{y}/lrn_square", f"{y}/lrn_scale"
+        for name in (sq, den):
+            g.tensors[name] = TensorInfo(name, info.shape, info.onnx_shape)
+        index = g.layers.index(layer)
+        g.layers[index:index + 1] = [
+            Layer(name=f"{layer.name}/square", op="mul", inputs=[x, x], outputs=[sq], nodes=list(layer.nodes)),
+            Layer(name=f"{layer.name}/window_sum", op="conv", inputs=[sq], outputs=[den], nodes=list(layer.nodes),
+                  attrs={"kernel": (1, 1), "stride": (1, 1), "pads": (0, 0, 0, 0), "dilation": (1, 1), "group": 1},
+                  act=Activation("lrn_scale", alpha=alpha / size, beta=beta, k=k), weight=band,
+                  bias=np.zeros(c, np.float32)),
+            Layer(name=layer.name, op="mul", inputs=[x, den], outputs=[y], nodes=list(layer.nodes)),
+        ]
 
 
 def fuse(graph: Graph, *, nonlinear_unit: bool = False) -> Graph:
@@ -305,5 +339,6 @@ def fuse(graph: Graph, *, nonlinear_unit: bool = False) -> Graph:
     if nonlinear_unit:
         fuse_lut_activations(g)   # first: SiLU is a Mul of the host Sigmoid's output
         elementwise_mul(g)
+        lrn_on_processor(g)
         fuse_lut_activations(g)   # then activations after the new mul layers
     return g

@@ -62,15 +62,17 @@ class Activation:
     ``kind`` is ``"none"``, ``"relu"``, ``"leaky_relu"`` (slope ``alpha`` for negative values) or ``"clip"``
     (``[lo, hi]`` in real units; ReLU6 is clip 0..6), or one of :data:`LUT_ACTIVATIONS`, which the nonlinear unit
     computes through a lookup table: ``"sigmoid"``, ``"tanh"``, ``"silu"`` (``x * sigmoid(x)``),
-    ``"hard_sigmoid"`` (``max(0, min(1, alpha * x + beta))``, ONNX HardSigmoid) and ``"hard_swish"``
-    (``x * hard_sigmoid(x)`` with alpha 1/6, beta 1/2).
+    ``"hard_sigmoid"`` (``max(0, min(1, alpha * x + beta))``, ONNX HardSigmoid), ``"hard_swish"``
+    (``x * hard_sigmoid(x)`` with alpha 1/6, beta 1/2) and ``"lrn_scale"`` (``(k + alpha * max(x, 0)) ** -beta``, the
+    factor of LRN by which the processor multiplies its input).
     """
 
     kind: str = "none"
     alpha: float = 0.0
     lo: float = float("-inf")
     hi: float = float("inf")
-    beta: float = 0.0  #: HardSigmoid's offset
+    beta: float = 0.0  #: HardSigmoid's offset; LRN's exponent
+    k: float = 0.0     #: LRN's bias
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """The activation in floating point (the float reference)."""
@@ -90,11 +92,13 @@ class Activation:
             return np.clip(self.alpha * x + self.beta, 0, 1)
         if self.kind == "hard_swish":
             return x * np.clip(x / 6 + 0.5, 0, 1)
+        if self.kind == "lrn_scale":
+            return (self.k + self.alpha * np.maximum(x, 0)) ** -self.beta
         return x
 
 
 #: Activations the nonlinear unit computes through a per-layer lookup table (``ProcessorConfig.has_nonlinear_unit``).
-LUT_ACTIVATIONS = ("sigmoid", "tanh", "silu", "hard_sigmoid", "hard_swish")
+LUT_ACTIVATIONS = ("sigmoid", "tanh", "silu", "hard_sigmoid", "hard_swish", "lrn_scale")
 
 
 def pre_activation(layer_name: str) -> str:

@@ -81,7 +81,7 @@ def elementwise_mul() -> Net:
     """Elementwise Mul on the processor: two different same-shape maps (10 channels, not a multiple of the channel
     block), a [C, 1, 1] gate on either side of the Mul, a ReLU after a Mul (a 1x1 depthwise conv: the pass runs after
     the activation fusion), a gate over a 1x1 map, and a Mul of a
-    tensor with itself (stays on the host)."""
+    tensor with itself."""
     b = NetBuilder("elementwise_mul", (1, 3, 18, 21), seed=34)
     x = b.relu(b.conv("input", 3, 10, 3))
     y = b.conv(x, 10, 10, 3)
@@ -94,5 +94,17 @@ def elementwise_mul() -> Net:
     return b.model([b.node("Flatten", [p], axis=1)], opset=17), (1, 3, 18, 21)
 
 
+def lrn() -> Net:
+    """LRN across channels: GoogLeNet's parameters (size 5, alpha 1e-4, beta 0.75, bias 1) after a ReLU conv, and a
+    strong one (size 3, alpha 2, beta 0.75, bias 2: the factor varies over the data) on 13 channels."""
+    b = NetBuilder("lrn", (1, 3, 15, 17), seed=35)
+    x = b.relu(b.conv("input", 3, 16, 3))
+    x = b.node("LRN", [x], size=5, alpha=1e-4, beta=0.75, bias=1.0)
+    x = b.relu(b.conv(x, 16, 13, 3, stride=2))
+    x = b.node("LRN", [x], size=3, alpha=2.0, beta=0.75, bias=2.0)
+    return b.model([b.conv(x, 13, 8, 3)], opset=17), (1, 3, 15, 17)
+
+
 EDGE_NETS["lut_activations"] = lut_activations
+EDGE_NETS["lrn"] = lrn
 EDGE_NETS["elementwise_mul"] = elementwise_mul

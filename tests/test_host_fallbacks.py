@@ -123,3 +123,24 @@ def test_edge_block_predicts_like_the_float_evaluator(netname, processor):
         assert _cosine(got, want) >= 0.99
     else:
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_lrn_matches_onnxruntime_and_the_specification(size):
+    """onnx.reference's LRN normalizes only channel 0 (its loop runs over the batch axis); FLOAT_OPS corrects it."""
+    ort = pytest.importorskip("onnxruntime")
+    x = (RNG.standard_normal((1, 7, 4, 5)) * 2).astype(np.float32)
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.5, beta=0.75, bias=2.0)
+    graph = helper.make_graph([node], "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    got = float_evaluator(model).run(None, {"x": x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    xs = x.astype(np.float64)
+    formula = np.empty_like(xs)
+    for c in range(7):
+        window = xs[:, max(0, c - (size - 1) // 2):min(7, c + size // 2 + 1)]
+        formula[:, c] = xs[:, c] / (2.0 + 0.5 / size * (window ** 2).sum(axis=1)) ** 0.75
+    np.testing.assert_allclose(got, formula, rtol=1e-5, atol=1e-6)

@@ -82,13 +82,15 @@ def _formula(kind: str, x: float) -> float:
     sig = 1 / (1 + math.exp(-x))
     return {"sigmoid": sig, "tanh": math.tanh(x), "silu": x * sig,
             "hard_sigmoid": min(1.0, max(0.0, 0.25 * x + 0.4)),
-            "hard_swish": x * min(6.0, max(0.0, x + 3)) / 6}[kind]
+            "hard_swish": x * min(6.0, max(0.0, x + 3)) / 6,
+            "lrn_scale": (2.0 + 0.5 * max(x, 0.0)) ** -0.75}[kind]
 
 
 @pytest.mark.parametrize("kind", LUT_ACTIVATIONS)
 def test_table_is_the_quantized_activation(kind):
     s_in, s_out = 8 / 127, 1.3 / 127
-    act = Activation(kind, alpha=0.25, beta=0.4) if kind == "hard_sigmoid" else Activation(kind)
+    act = {"hard_sigmoid": Activation(kind, alpha=0.25, beta=0.4),
+           "lrn_scale": Activation(kind, alpha=0.5, beta=0.75, k=2.0)}.get(kind, Activation(kind))
     table = activation_lut(act, s_in, s_out)
     assert table.dtype == np.int8 and table.shape == (256,)
     for i, q in enumerate(range(-128, 128)):
@@ -166,9 +168,11 @@ def test_elementwise_mul_layers():
     graph = Workflow(model, processor=CFG).float_graph
     muls = [la for la in graph.layers if la.op == "mul"]
     shapes = [tuple(graph.tensors[v].shape for v in la.inputs) for la in muls]
-    assert shapes == [((10, 18, 21), (10, 18, 21)), ((10, 18, 21), (10, 1, 1)), ((6, 1, 1), (6, 1, 1))]
-    assert [la.act.kind for la in muls] == ["none", "none", "none"]  # the ReLU after a Mul: a 1x1 depthwise conv
-    assert [la.attrs["op_type"] for la in graph.layers if la.target == "host"] == ["Mul", "Flatten"]  # Mul(p, p)
+    assert shapes == [((10, 18, 21), (10, 18, 21)), ((10, 18, 21), (10, 1, 1)), ((6, 1, 1), (6, 1, 1)),
+                      ((6, 1, 1), (6, 1, 1))]
+    assert muls[-1].inputs[0] == muls[-1].inputs[1]                    # Mul(p, p)
+    assert [la.act.kind for la in muls] == ["none"] * 4  # the ReLU after a Mul: a 1x1 depthwise conv
+    assert [la.attrs["op_type"] for la in graph.layers if la.target == "host"] == ["Flatten"]
     assert not any(la.op == "mul" for la in Workflow(model, processor=PLAIN).float_graph.layers)
 
 
@@ -201,3 +205,18 @@ def test_rtl_targets_and_gateware_refuse_the_unit(tmp_path):
         ProcessorConfig.preset("tiny_fp32").replace(has_nonlinear_unit=True)
     for name in ("tiny_int8", "small_int8", "zcu102_int8", "tiny_fp32", "zcu102_fp32"):
         assert not ProcessorConfig.preset(name).has_nonlinear_unit
+
+
+def test_lrn_becomes_square_window_sum_and_scale():
+    model, _ = EDGE_NETS["lrn"]()
+    assert [la.attrs["op_type"] for la in Workflow(model, processor=PLAIN).float_graph.layers
+            if la.target == "host"] == ["LRN", "LRN"]
+    graph = Workflow(model, processor=CFG).float_graph
+    assert not [la for la in graph.layers if la.target == "host"]
+    ops = [(la.op, la.act.kind) for la in graph.layers]
+    lrn = [("mul", "none"), ("conv", "lrn_scale"), ("mul", "none")]
+    assert ops == [("conv", "relu"), *lrn, ("conv", "relu"), *lrn, ("conv", "none")]
+    window = [la for la in graph.layers if la.act.kind == "lrn_scale"][1]
+    band = window.weight[:, :, 0, 0]
+    assert band.shape == (13, 13) and band[0, :3].tolist() == [1, 1, 0] and band[5, 3:8].tolist() == [0, 1, 1, 1, 0]
+    assert (window.act.alpha, window.act.beta, window.act.k) == pytest.approx((2.0 / 3, 0.75, 2.0))
