@@ -84,6 +84,9 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
                                                   (Buffer.WEIGHT, c.weight_entry_bytes, c.weight_entries),
                                                   (Buffer.PARAM, c.param_entry_bytes, c.param_buffer_entries),
                                                   (Buffer.LUT, 1, LUT_ENTRIES))}
+        # without the unit the checker stays what it was (buffer <= PARAM is a rule of its own)
+        last_fits = select(ins.buffer == Buffer.PARAM, fits[Buffer.PARAM], fits[Buffer.LUT]) \
+            if c.has_nonlinear_unit else fits[Buffer.PARAM]
         return [
             ("LOAD buffer {buffer} does not exist", ins.buffer <= last_buffer),
             ("LOAD with a zero extent", (ins.n1 != 0) & (ins.n2 != 0) & (ins.len0 != 0)),
@@ -91,8 +94,7 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
              aligned(ins.len0) & aligned(ins.ddr_addr) & aligned(ins.ddr_stride1) & aligned(ins.ddr_stride2)),
             ("LOAD of {n1} x {n2} x {len0} bytes at entry {buf_addr} overflows buffer {buffer}",
              select(ins.buffer == Buffer.INPUT, fits[Buffer.INPUT],
-                    select(ins.buffer == Buffer.WEIGHT, fits[Buffer.WEIGHT],
-                           select(ins.buffer == Buffer.PARAM, fits[Buffer.PARAM], fits[Buffer.LUT])))),
+                    select(ins.buffer == Buffer.WEIGHT, fits[Buffer.WEIGHT], last_fits))),
         ]
     if op == Opcode.STORE:
         last = ins.buf_addr + (ins.n1 - 1) * ins.buf_stride1 + ins.n0 - 1
