@@ -256,7 +256,8 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
     Returns
     -------
     CalibrationStats
-        ``(lo, hi)`` per tensor of ``graph.tensors``, with the observed ranges and histograms.
+        ``(lo, hi)`` per tensor of ``graph.tensors`` (and per :func:`~.graph.pre_activation` of a layer with a
+        lookup-table activation), with the observed ranges and histograms.
     """
     if method not in ("minmax", "percentile", "entropy"):
         raise ValueError(f"calibration method {method!r}; use 'minmax', 'percentile' or 'entropy'")
@@ -301,7 +302,10 @@ def calibrate(graph: Graph, samples: np.ndarray | Iterable[np.ndarray], *, metho
             values = {graph.inputs[0]: batch.astype(np.float64)}
             observe(graph.inputs[0], values[graph.inputs[0]])
             for index, layer in enumerate(graph.layers):
-                outs = run_layer(graph, layer, [values[v] for v in layer.inputs], host)
+                pre: dict[str, np.ndarray] = {}
+                outs = run_layer(graph, layer, [values[v] for v in layer.inputs], host, pre)
+                for name, value in pre.items():  # the lookup table's input (nonlinear unit)
+                    observe(name, value)
                 for name, value in zip(layer.outputs, outs, strict=True):
                     values[name] = value
                     if name in graph.tensors:

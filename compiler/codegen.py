@@ -20,6 +20,7 @@ multipliers, clamps as binary32 words), with no quantization. Weights are then 4
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ from dlproc.compiler.graph import HW_OPS, Activation, Graph, Layer, LayerQuant, 
 from dlproc.compiler.memory import TensorView, align
 from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, pack_fields
 from dlproc.processor.config import ProcessorConfig
-from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, Instruction, InstructionSet
+from dlproc.processor.isa import EXTENT_BITS, LUT_ENTRIES, Buffer, GemmMode, Instruction, InstructionSet, Opcode
 
 __all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "TilingError",
            "FloatPost", "lower_fp32"]
@@ -325,6 +326,23 @@ class CodeGenerator:
                 self.emit(*steps[t + 1].loads)
             self.emit(self.isa.Sync(), *step.stores)
 
+    def _load_lut(self, layer: Layer, lut: np.ndarray) -> None:
+        """Load a layer's nonlinear-unit table (before its first instruction: the previous layer's finalizing GEMMs
+        precede the SYNC that ended its last tile, so nothing reads the old table any more)."""
+        if not self.config.has_nonlinear_unit:
+            raise TilingError(f"layer {layer.name!r} has a {layer.act.kind} activation but the processor has no "
+                              "nonlinear unit (ProcessorConfig.has_nonlinear_unit)")
+        table = np.asarray(lut, np.int8).tobytes()
+        off = self.add_blob(table, key=("lut", layer.name), kind="param")
+        self.emit(self.isa.Sync(), self._load(Buffer.LUT, 0, off, LUT_ENTRIES))
+
+    def _set_lut_flags(self, start: int) -> None:
+        """Set ``lut`` on every finalizing GEMM and every POST emitted since instruction ``start``."""
+        for pc in range(start, len(self.words)):
+            ins = self.isa.decode(self.words[pc])
+            if (ins.opcode == Opcode.GEMM and ins.finalize) or ins.opcode == Opcode.POST:
+                self.words[pc] = dataclasses.replace(ins, lut=1).encode()
+
     # ------------------------------------------------------------------ layers
     def generate(self, layers: list[Layer]) -> list[LayerCode]:
         """Emit code for the hardware layers of one segment; returns a record per layer."""
@@ -333,8 +351,13 @@ class CodeGenerator:
             rec = LayerCode(index=-1, name=layer.name, op=layer.op, target="hw")
             start = len(self.words)
             w0, p0 = self._weight_bytes, self._param_bytes
+            lut = layer.quant.lut if layer.quant is not None else None
+            if lut is not None:
+                self._load_lut(layer, lut)
             handler = getattr(self, layer.op)
             handler(layer, rec)
+            if lut is not None:
+                self._set_lut_flags(start)
             if layer.quant is not None and layer.quant.weight is not None:
                 rec.weight_count = int(np.asarray(layer.quant.weight).size)
             rec.instr_start, rec.instr_count = start, len(self.words) - start
@@ -539,6 +562,56 @@ class CodeGenerator:
                               r0=1, r1=1, r2=1, s0=kn, s1=n, ri0=0, ri1=0, ri2=0, si0=n, si1=1)
                 step.gemms.append(self.isa.Gemm(**common, overwrite=1, finalize=0, inp_base=base, imm=ma))
                 step.gemms.append(self.isa.Gemm(**common, overwrite=0, finalize=1, inp_base=base + kn * n, imm=mb))
+                for k in range(kn):
+                    step.stores.append(self._store(outv, cb0 + k, y0, 0, out_base + k * n, W, tht, W, 1))
+                steps.append(step)
+        rec.tiles = len(steps)
+        rec.tile = f"{th}x{W}x{kc * B}"
+        self._run_steps(steps)
+
+    def mul(self, layer: Layer, rec: LayerCode) -> None:
+        """Elementwise multiply (nonlinear unit): a SUM pass copies the first operand into the accumulators, a MUL
+        pass multiplies by the second, one requantization. A ``[C, 1, 1]`` second operand (a squeeze-excitation
+        gate) is loaded once per channel block and read at every pixel (spatial input stride 0)."""
+        av, bv = self.views[layer.inputs[0]], self.views[layer.inputs[1]]
+        outv = self.views[layer.output]
+        B, eb = self.B, self.eb
+        H, W = outv.height, outv.width
+        gate = (bv.height, bv.width) == (1, 1) and (H, W) != (1, 1)
+        per_row = 1 if gate else 2
+        th = max(1, min(H, self.inp_half // (per_row * W + 1), self.out_half // W, MAX_EXTENT // W))
+        if (per_row * th * W + 1) > self.inp_half or th * W > MAX_EXTENT:
+            raise TilingError(f"a {W}-pixel row does not fit the buffers for an elementwise multiply")
+        kc = max(1, min(self.inp_half // (per_row * th * W + 1), self.out_half // (th * W), MAX_EXTENT)) \
+            if th == H else 1
+        steps = []
+        for cb0 in range(0, outv.blocks, kc):
+            kn = min(kc, outv.blocks - cb0)
+            for y0 in range(0, H, th):
+                tht = min(th, H - y0)
+                n = tht * W
+                step = _Step()
+                base = self._next_inp()
+                step.loads.append(self._load(Buffer.INPUT, base, av.addr(cb0, y0, 0), W * B * eb, tht, av.row_stride,
+                                             kn, av.plane_stride))
+                if gate:
+                    step.loads.append(self._load(Buffer.INPUT, base + kn * n, bv.addr(cb0, 0, 0), B * eb, 1, 0, kn,
+                                                 bv.plane_stride))
+                    si0, si1 = 1, 0
+                else:
+                    step.loads.append(self._load(Buffer.INPUT, base + kn * n, bv.addr(cb0, y0, 0), W * B * eb, tht,
+                                                 bv.row_stride, kn, bv.plane_stride))
+                    si0, si1 = n, 1
+                par_off = self._params(layer, 0, min(B, outv.channels))
+                par_slot = self._next_par()
+                step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
+                out_base = self._next_out()
+                common = dict(acc_base=0, out_base=out_base, wgt_base=0, param_addr=par_slot, r0=1, r1=1, r2=1,
+                              s0=kn, s1=n, ri0=0, ri1=0, ri2=0)
+                step.gemms.append(self.isa.Gemm(**common, mode=GemmMode.SUM, overwrite=1, finalize=0, inp_base=base,
+                                                si0=n, si1=1, imm=1))
+                step.gemms.append(self.isa.Gemm(**common, mode=GemmMode.MUL, overwrite=0, finalize=1,
+                                                inp_base=base + kn * n, si0=si0, si1=si1))
                 for k in range(kn):
                     step.stores.append(self._store(outv, cb0 + k, y0, 0, out_base + k * n, W, tht, W, 1))
                 steps.append(step)

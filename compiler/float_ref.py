@@ -21,9 +21,10 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from onnx.reference.ops import load_op
 
-from .graph import Graph, Layer
+from .graph import LUT_ACTIVATIONS, Graph, Layer, pre_activation
 
-__all__ = ["FLOAT_OPS", "BatchNormalization", "float_evaluator", "run_float", "host_model", "HostRunner"]
+__all__ = ["FLOAT_OPS", "BatchNormalization", "LRN", "HardSwish", "Mish", "GlobalLpPool", "GroupNormalization",
+           "host_executable", "float_evaluator", "run_float", "host_model", "HostRunner"]
 
 
 def _main_opset(opsets: dict[str, int]) -> int:
@@ -81,9 +82,120 @@ class BatchNormalization(OpRun):
         return tuple(v.astype(x.dtype) for v in (y, *stats))[:len(self.onnx_node.output)]
 
 
+class HardSwish(OpRun):
+    """HardSwish (opset 14): ``x * max(0, min(1, x / 6 + 1 / 2))``.
+
+    onnx.reference has no kernel for it (it expands the schema's function body node by node); this one-liner is the
+    specification's formula, computed in the input's dtype.
+    """
+
+    op_domain = ""
+
+    def _run(self, x):
+        return ((x * np.clip(x / 6 + 0.5, 0, 1)).astype(x.dtype),)
+
+
+class Mish(OpRun):
+    """Mish (opset 18): ``x * tanh(softplus(x))``, softplus computed without overflow (``logaddexp(0, x)``).
+
+    onnx.reference has no kernel for it (it expands the schema's function body).
+    """
+
+    op_domain = ""
+
+    def _run(self, x):
+        return ((x * np.tanh(np.logaddexp(0, x))).astype(x.dtype),)
+
+
+class GlobalLpPool(OpRun):
+    """GlobalLpPool (opsets 2-21): ``(sum |x|^p) ** (1/p)`` over every spatial axis, kept as size-1 axes.
+
+    onnx.reference implements neither the operator nor a function body for it.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, p=2):
+        axes = tuple(range(2, x.ndim))
+        return ((np.sum(np.abs(x) ** p, axis=axes, keepdims=True) ** (1.0 / p)).astype(x.dtype),)
+
+
+class GroupNormalization(OpRun):
+    """GroupNormalization (opsets 18 and 21): normalize each group of ``C / num_groups`` channels by its mean and
+    variance over the channels and spatial axes, then scale and shift.
+
+    Opset 18 has one scale and bias per group, opset 21 one per channel. onnx.reference fails on opset 21 (its
+    context-dependent function body cannot be built without input types) and on opset 18 expands the function body.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, scale, bias, epsilon=1e-5, num_groups=None, stash_type=1):
+        n, c = x.shape[:2]
+        groups = x.astype(np.float64).reshape(n, num_groups, -1)
+        mean, var = groups.mean(axis=2, keepdims=True), groups.var(axis=2, keepdims=True)
+        y = ((groups - mean) / np.sqrt(var + epsilon)).reshape(x.shape)
+        per = np.repeat if scale.size == num_groups and c != num_groups else None
+        s = per(scale, c // num_groups) if per else scale
+        b = per(bias, c // num_groups) if per else bias
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        return ((y * s.reshape(shape) + b.reshape(shape)).astype(x.dtype),)
+
+
+class LRN(OpRun):
+    """LRN (opsets 1-13): ``y = x / (bias + alpha / size * square_sum) ** beta``, ``square_sum[c]`` the sum of ``x**2``
+    over channels ``max(0, c - floor((size-1)/2)) .. min(C-1, c + ceil((size-1)/2))``.
+
+    onnx.reference's ``LRN._run`` loops ``for c in range(x.shape[0])`` (the batch axis) instead of the channels, so
+    with batch 1 only channel 0 is normalized and every other channel is divided by ``bias ** beta``; onnxruntime
+    follows the specification. Delete this class once an onnx release fixes the loop.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, alpha=1e-4, beta=0.75, bias=1.0, size=None):
+        c = x.shape[1]
+        lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+        sq = x.astype(np.float64) ** 2
+        square_sum = np.stack([sq[:, max(0, ch - lo):min(c, ch + hi + 1)].sum(axis=1) for ch in range(c)], axis=1)
+        return ((x / (bias + alpha / size * square_sum) ** beta).astype(x.dtype),)
+
+
 #: Operator implementations that replace onnx.reference's (``new_ops`` of every evaluator :func:`float_evaluator`
-#: makes).
-FLOAT_OPS: tuple[type[OpRun], ...] = (BatchNormalization,)
+#: makes): corrections (BatchNormalization, LRN) and numpy kernels for operators onnx.reference lacks or only expands
+#: from a function body.
+FLOAT_OPS: tuple[type[OpRun], ...] = (BatchNormalization, LRN, HardSwish, Mish, GlobalLpPool, GroupNormalization)
+
+
+def host_executable(op_type: str, opset: int) -> str | None:
+    """Whether :func:`float_evaluator` can execute a default-domain operator at an opset.
+
+    Parameters
+    ----------
+    op_type : str
+        The ONNX operator.
+    opset : int
+        The model's default-domain opset.
+
+    Returns
+    -------
+    str or None
+        None when it can (an operator of :data:`FLOAT_OPS`, an onnx.reference kernel, or a function body the
+        evaluator expands), else the reason it cannot.
+    """
+    if any(op.__name__ == op_type for op in FLOAT_OPS):
+        return None
+    try:
+        schema = onnx.defs.get_schema(op_type, opset)
+    except onnx.defs.SchemaError:
+        return f"ONNX defines no operator {op_type!r} at opset {opset}"
+    if schema.has_function or schema.has_context_dependent_function:
+        return None
+    try:
+        load_op("", op_type, opset)
+    except Exception as exc:  # onnx.reference raises several kinds for a missing kernel
+        return f"onnx.reference has no implementation ({exc})"
+    return None
 
 
 def float_evaluator(model: onnx.ModelProto | str | Path, **kwargs) -> ReferenceEvaluator:
@@ -221,7 +333,8 @@ def _pool(x: np.ndarray, attrs: dict, kind: str) -> np.ndarray:
     return out / (kernel[0] * kernel[1])
 
 
-def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRunner | None = None) -> list[np.ndarray]:
+def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRunner | None = None,
+              pre: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
     """Execute one layer in float64.
 
     Parameters
@@ -234,6 +347,9 @@ def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRu
         Input values ``[N, ...]`` in their ONNX shapes.
     host : HostRunner, optional
         Runner (with its cache of evaluators) for host layers.
+    pre : dict, optional
+        Receives the value before a :data:`~.graph.LUT_ACTIVATIONS` activation, under
+        :func:`~.graph.pre_activation` of the layer's name (calibration of the lookup table's input).
 
     Returns
     -------
@@ -264,6 +380,8 @@ def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRu
             y = x.mean(axis=(2, 3))
         elif op == "add":
             y = x + fmap(inputs[1], layer.inputs[1])
+        elif op == "mul":  # the second operand may be a [C, 1, 1] gate
+            y = x * fmap(inputs[1], layer.inputs[1])
         elif op == "concat":
             y = np.concatenate([fmap(v, k) for v, k in zip(inputs, layer.inputs, strict=True)], axis=1)
         elif op == "affine":
@@ -272,6 +390,8 @@ def run_layer(graph: Graph, layer: Layer, inputs: list[np.ndarray], host: HostRu
             y = x
         else:
             raise ValueError(f"layer {layer.name!r}: unknown layer kind {op!r}")
+        if pre is not None and layer.act.kind in LUT_ACTIVATIONS:
+            pre[pre_activation(layer.name)] = y
         outs = [layer.act.apply(y)]
     return [np.asarray(v).reshape((n,) + graph.tensors[name].onnx_shape[1:])
             for v, name in zip(outs, layer.outputs, strict=True)]

@@ -42,7 +42,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import ModelError, OpsetError, ShapeError, UnsupportedOperatorError
-from .float_ref import float_evaluator
+from .float_ref import float_evaluator, host_executable
 from .fusion import fuse as run_fusion
 from .graph import Activation, Graph, Layer, TensorInfo
 from .qdq import strip_qdq
@@ -770,14 +770,12 @@ def _fold_constants(proto: onnx.ModelProto, opset: int):
 
 
 def _generic_host(ctx: _Context, node: onnx.NodeProto) -> Layer:
-    """A node without a handler: host layer when onnx.reference can execute it, else UnsupportedOperatorError."""
-    from onnx.reference.ops import load_op
-
-    try:
-        load_op("", node.op_type, ctx.opset)
-    except Exception as exc:
+    """A node without a handler: host layer when the float evaluator can execute it, else
+    UnsupportedOperatorError."""
+    reason = host_executable(node.op_type, ctx.opset)
+    if reason is not None:
         raise UnsupportedOperatorError(ctx.name(node), node.op_type, "neither the processor nor the host runtime "
-                                       f"(onnx.reference) implements it ({exc})", SUPPORTED_OPS) from exc
+                                       f"implements it: {reason}", SUPPORTED_OPS)
     return ctx.host(node, f"{node.op_type} has no processor implementation")
 
 

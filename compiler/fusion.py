@@ -13,6 +13,13 @@
 4. :func:`host_padded_maxpool`: processor limits become host layers: a padded max-pool whose input may be negative
    (the processor pads with zeros, which only equals ONNX's -inf padding on non-negative data);
 5. :func:`assign_targets`: the remaining layers are marked for the processor; unused tensors are dropped.
+
+For a processor with the nonlinear unit (``ProcessorConfig.has_nonlinear_unit``), ``fuse(graph,
+nonlinear_unit=True)`` then runs :func:`fuse_lut_activations`: the host layers of Sigmoid, Tanh, HardSigmoid and
+HardSwish, and SiLU written as ``Mul(x, Sigmoid(x))``, become the lookup-table activation
+(:data:`~.graph.LUT_ACTIVATIONS`) of the conv or add producing their input, so they cost no pass over DDR; and
+:func:`elementwise_mul` puts a ``Mul`` of two activations (same shape, or a ``[C, 1, 1]`` gate) on the processor;
+:func:`lrn_on_processor` writes LRN as two of those multiplies around a 1x1 conv with a lookup-table activation.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ import copy
 from collections.abc import Callable
 
 import numpy as np
+from onnx.helper import get_attribute_value as onnx_attr
 
-from .graph import HW_OPS, Activation, Graph, Layer
+from .graph import HW_OPS, Activation, Graph, Layer, TensorInfo
 
 __all__ = ["fuse", "FUSION_PASSES", "drop_identities", "fold_affine_and_activations", "absorb_flatten",
-           "host_padded_maxpool", "assign_targets"]
+           "host_padded_maxpool", "assign_targets", "fuse_lut_activations", "elementwise_mul",
+           "lrn_on_processor"]
 
 
 def _replace_input(graph: Graph, old: str, new: str) -> None:
@@ -197,7 +206,117 @@ FUSION_PASSES: tuple[Callable[[Graph], None], ...] = (
     drop_identities, fold_affine_and_activations, absorb_flatten, host_padded_maxpool, assign_targets)
 
 
-def fuse(graph: Graph) -> Graph:
+def _host_op(layer: Layer | None) -> str | None:
+    """The ONNX operator of a one-node host layer."""
+    if layer is None or layer.op != "host" or len(layer.onnx_nodes) != 1:
+        return None
+    return layer.onnx_nodes[0].op_type
+
+
+def _lut_activation(layer: Layer) -> Activation | None:
+    """The lookup-table activation a one-node host layer computes, if any."""
+    op = _host_op(layer)
+    if op == "Sigmoid":
+        return Activation("sigmoid")
+    if op == "Tanh":
+        return Activation("tanh")
+    if op == "HardSwish":
+        return Activation("hard_swish")
+    if op == "HardSigmoid":
+        attrs = {a.name: onnx_attr(a) for a in layer.onnx_nodes[0].attribute}
+        return Activation("hard_sigmoid", alpha=float(attrs.get("alpha", 0.2)), beta=float(attrs.get("beta", 0.5)))
+    return None
+
+
+def fuse_lut_activations(g: Graph) -> None:
+    """Pass for the nonlinear unit: Sigmoid, Tanh, HardSigmoid, HardSwish and SiLU (``Mul(x, Sigmoid(x))``) host
+    layers become the activation of the conv or add producing their input (which has no activation yet, and whose
+    output nothing else reads)."""
+    for layer in list(g.layers):
+        if layer not in g.layers:
+            continue
+        act = _lut_activation(layer)
+        if act is None:
+            continue
+        x = layer.inputs[0]
+        producer = g.producer(x)
+        if producer is None or producer.op not in ("conv", "add", "mul") or producer.target != "hw" \
+                or producer.act.kind != "none" or x in g.outputs:
+            continue
+        readers = g.consumers(x)
+        # SiLU: x read by this Sigmoid and by one Mul(x, sigmoid(x)), the sigmoid read only by that Mul
+        gate = layer.output
+        mul = next((r for r in readers if r is not layer), None)
+        if readers == [layer]:
+            producer.act = act
+            _merge(g, producer, layer)
+        elif (act.kind == "sigmoid" and len(readers) == 2 and _host_op(mul) == "Mul"
+                and sorted(mul.inputs) == sorted([x, gate]) and g.consumers(gate) == [mul]
+                and gate not in g.outputs):
+            producer.act = Activation("silu")
+            _merge(g, producer, layer)      # producer now writes the gate tensor...
+            _merge(g, producer, mul)        # ...and then the Mul's output
+            g.tensors.pop(x, None)
+        else:
+            continue
+        producer.onnx_nodes = []  # a processor layer keeps no ONNX nodes (assign_targets)
+
+
+def elementwise_mul(g: Graph) -> None:
+    """Pass for the nonlinear unit's elementwise multiply: a host ``Mul`` of two activations of the same shape, or of
+    a ``[C, H, W]`` feature map and a ``[C, 1, 1]`` gate (squeeze-excitation), becomes a processor ``mul`` layer (the
+    feature map first)."""
+    for layer in g.layers:
+        if _host_op(layer) != "Mul" or len(layer.inputs) != 2 or len(layer.outputs) != 1:
+            continue
+        a, b = layer.inputs
+        if any(v not in g.tensors or v in g.initializers for v in (a, b)):
+            continue
+        sa, sb = g.tensors[a].shape, g.tensors[b].shape
+        if sa != sb and sa[1:] == (1, 1) and sb[0] == sa[0]:
+            a, b, sa, sb = b, a, sb, sa
+        out = g.tensors[layer.output].shape
+        if out != sa or not (sb == sa or sb == (sa[0], 1, 1)):
+            continue
+        if len(g.tensors[a].onnx_shape) != 4 or len(g.tensors[b].onnx_shape) != 4:
+            continue
+        layer.op, layer.inputs, layer.target, layer.host_reason, layer.onnx_nodes = "mul", [a, b], "hw", "", []
+        layer.attrs = {}
+
+
+def lrn_on_processor(g: Graph) -> None:
+    """Pass for the nonlinear unit: a host LRN (across channels) of a feature map becomes three processor layers,
+    ``y = x * (k + alpha / size * sum_window x**2) ** -beta``: ``mul(x, x)``, a 1x1 conv whose banded ``[C, C]`` weight
+    of ones sums each channel's window of squares, with the ``lrn_scale`` lookup-table activation, and ``mul`` of
+    ``x`` by that factor."""
+    for layer in list(g.layers):
+        if _host_op(layer) != "LRN" or len(g.tensors[layer.inputs[0]].onnx_shape) != 4:
+            continue
+        attrs = {a.name: onnx_attr(a) for a in layer.onnx_nodes[0].attribute}
+        size = int(attrs["size"])
+        alpha, beta, k = (float(attrs.get(n, d)) for n, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+        x, y = layer.inputs[0], layer.output
+        info = g.tensors[x]
+        c = info.channels
+        lo, hi = (size - 1) // 2, (size - 1) - (size - 1) // 2   # ONNX: [c - floor((size-1)/2), c + ceil(...)]
+        band = np.zeros((c, c, 1, 1), np.float32)
+        for ch in range(c):
+            band[ch, max(0, ch - lo):min(c, ch + hi + 1)] = 1.0
+        sq, den = f"{y}/lrn_square", f"{y}/lrn_scale"
+        for name in (sq, den):
+            g.tensors[name] = TensorInfo(name, info.shape, info.onnx_shape)
+        index = g.layers.index(layer)
+        g.layers[index:index + 1] = [
+            Layer(name=f"{layer.name}/square", op="mul", inputs=[x, x], outputs=[sq], nodes=list(layer.nodes)),
+            Layer(name=f"{layer.name}/window_sum", op="conv", inputs=[sq], outputs=[den], nodes=list(layer.nodes),
+                  attrs={"kernel": (1, 1), "stride": (1, 1), "pads": (0, 0, 0, 0), "dilation": (1, 1), "group": 1},
+                  act=Activation("lrn_scale", alpha=alpha / size, beta=beta, k=k), weight=band,
+                  bias=np.zeros(c, np.float32)),
+            Layer(name=layer.name, op="mul", inputs=[x, den], outputs=[y], nodes=list(layer.nodes)),
+        ]
+
+
+def fuse(graph: Graph, *, nonlinear_unit: bool = False) -> Graph:
     """Fuse the front end's graph into processor and host layers: :data:`FUSION_PASSES` on a copy.
 
     Parameters
@@ -205,6 +324,9 @@ def fuse(graph: Graph) -> Graph:
     graph : Graph
         The front end's graph (:func:`~.frontend.load_onnx` with ``fuse=False``); calling ``fuse`` on an already
         fused graph changes nothing.
+    nonlinear_unit : bool
+        The processor has the nonlinear unit (``ProcessorConfig.has_nonlinear_unit``): also run
+        :func:`fuse_lut_activations`.
 
     Returns
     -------
@@ -214,4 +336,9 @@ def fuse(graph: Graph) -> Graph:
     g = copy.deepcopy(graph)
     for fusion_pass in FUSION_PASSES:
         fusion_pass(g)
+    if nonlinear_unit:
+        fuse_lut_activations(g)   # first: SiLU is a Mul of the host Sigmoid's output
+        elementwise_mul(g)
+        lrn_on_processor(g)
+        fuse_lut_activations(g)   # then activations after the new mul layers
     return g

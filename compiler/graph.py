@@ -21,10 +21,11 @@ import numpy as np
 
 from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT
 
-__all__ = ["TensorInfo", "Activation", "Requant", "LayerQuant", "Layer", "Graph", "HW_OPS", "fixed_point_multiplier"]
+__all__ = ["TensorInfo", "Activation", "LUT_ACTIVATIONS", "Requant", "LayerQuant", "Layer", "Graph", "HW_OPS",
+           "fixed_point_multiplier", "pre_activation"]
 
 #: Layer kinds the processor executes. Everything else is ``op == "host"``.
-HW_OPS = ("conv", "fc", "maxpool", "avgpool", "gap", "add", "concat")
+HW_OPS = ("conv", "fc", "maxpool", "avgpool", "gap", "add", "concat", "mul")
 
 
 @dataclass
@@ -59,13 +60,19 @@ class Activation:
     """Activation fused into a conv, fc or add layer.
 
     ``kind`` is ``"none"``, ``"relu"``, ``"leaky_relu"`` (slope ``alpha`` for negative values) or ``"clip"``
-    (``[lo, hi]`` in real units; ReLU6 is clip 0..6).
+    (``[lo, hi]`` in real units; ReLU6 is clip 0..6), or one of :data:`LUT_ACTIVATIONS`, which the nonlinear unit
+    computes through a lookup table: ``"sigmoid"``, ``"tanh"``, ``"silu"`` (``x * sigmoid(x)``),
+    ``"hard_sigmoid"`` (``max(0, min(1, alpha * x + beta))``, ONNX HardSigmoid), ``"hard_swish"``
+    (``x * hard_sigmoid(x)`` with alpha 1/6, beta 1/2) and ``"lrn_scale"`` (``(k + alpha * max(x, 0)) ** -beta``, the
+    factor of LRN by which the processor multiplies its input).
     """
 
     kind: str = "none"
     alpha: float = 0.0
     lo: float = float("-inf")
     hi: float = float("inf")
+    beta: float = 0.0  #: HardSigmoid's offset; LRN's exponent
+    k: float = 0.0     #: LRN's bias
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """The activation in floating point (the float reference)."""
@@ -75,7 +82,29 @@ class Activation:
             return np.where(x >= 0, x, x * self.alpha)
         if self.kind == "clip":
             return np.clip(x, self.lo, self.hi)
+        if self.kind == "sigmoid":
+            return 1 / (1 + np.exp(-x))
+        if self.kind == "tanh":
+            return np.tanh(x)
+        if self.kind == "silu":
+            return x / (1 + np.exp(-x))
+        if self.kind == "hard_sigmoid":
+            return np.clip(self.alpha * x + self.beta, 0, 1)
+        if self.kind == "hard_swish":
+            return x * np.clip(x / 6 + 0.5, 0, 1)
+        if self.kind == "lrn_scale":
+            return (self.k + self.alpha * np.maximum(x, 0)) ** -self.beta
         return x
+
+
+#: Activations the nonlinear unit computes through a per-layer lookup table (``ProcessorConfig.has_nonlinear_unit``).
+LUT_ACTIVATIONS = ("sigmoid", "tanh", "silu", "hard_sigmoid", "hard_swish", "lrn_scale")
+
+
+def pre_activation(layer_name: str) -> str:
+    """The calibration-statistics key of the value a layer with a :data:`LUT_ACTIVATIONS` activation computes before
+    the activation (the lookup table's input; not a tensor of the graph)."""
+    return f"{layer_name}:pre_activation"
 
 
 @dataclass
@@ -114,6 +143,7 @@ class LayerQuant:
     weight_scale: np.ndarray | None
     requant: Requant
     input_mults: list[int] = field(default_factory=list)
+    lut: np.ndarray | None = None  #: int8 [256]: the nonlinear unit's table (output for input ``i - 128``), or None
 
 
 @dataclass

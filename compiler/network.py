@@ -372,7 +372,7 @@ def compile_graph(graph: Graph, config: ProcessorConfig) -> CompiledNetwork:
     if config.dtype == "fp32":
         graph = lower_fp32(graph)
     for layer in graph.layers:
-        if layer.target == "hw" and layer.op in ("conv", "fc", "avgpool", "gap", "add", "maxpool") \
+        if layer.target == "hw" and layer.op in ("conv", "fc", "avgpool", "gap", "add", "mul", "maxpool") \
                 and layer.quant is None:
             raise CompileError(f"layer {layer.name!r} ({layer.op}) is not quantized: calibrate before compiling")
     graph = _host_unaligned_concats(graph, config)

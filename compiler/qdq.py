@@ -262,6 +262,9 @@ def _ints_of(e: _Emitter, graph: Graph, name: str, qname: dict[str, str], dtype:
 def _compute(e: _Emitter, graph: Graph, layer: Layer, qname: dict[str, str], base: str) -> tuple[str, float]:
     """The layer's accumulator (integer values, ``[N, C, H, W]``) and a bound of its magnitude."""
     a, quant = layer.attrs, layer.quant
+    if quant.lut is not None:
+        raise CompileError(f"layer {layer.name!r}: cannot export the nonlinear unit's {layer.act.kind} table to QDQ "
+                           "yet; compile for a processor without has_nonlinear_unit to export")
     if layer.op in ("conv", "fc"):
         w = quant.weight.astype(np.int64)
         bound = 128.0 * float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max())

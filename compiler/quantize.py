@@ -52,10 +52,20 @@ import warnings
 import numpy as np
 
 from .errors import CompileError
-from .graph import HW_OPS, Activation, Graph, Layer, LayerQuant, Requant, fixed_point_multiplier
+from .graph import (
+    HW_OPS,
+    LUT_ACTIVATIONS,
+    Activation,
+    Graph,
+    Layer,
+    LayerQuant,
+    Requant,
+    fixed_point_multiplier,
+    pre_activation,
+)
 
-__all__ = ["quantize", "quantize_tensor", "dequantize_tensor", "activation_clamp", "scale_groups", "SCALE_MODES",
-           "pow2_scale"]
+__all__ = ["quantize", "activation_lut", "quantize_tensor", "dequantize_tensor", "activation_clamp", "scale_groups",
+           "SCALE_MODES", "pow2_scale"]
 
 _INT16_MAX = (1 << 15) - 1
 
@@ -198,12 +208,55 @@ def _add(layer: Layer, s_ins: list[float], s_out: float, channels: int) -> Layer
     return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=imms)
 
 
+def _mul(layer: Layer, s_ins: list[float], s_out: float, channels: int, scale_mode: str = "fixed") -> LayerQuant:
+    """Elementwise multiply: the int8 product ``a * b`` requantized once by ``s_a * s_b / s_out``."""
+    alpha = layer.act.alpha if layer.act.kind == "leaky_relu" else None
+    mult_pos, mult_neg, shift = _fixed(layer, s_ins[0] * s_ins[1] / s_out, alpha, scale_mode)
+    lo, hi = activation_clamp(layer.act, s_out)
+    requant = Requant(bias=np.zeros(channels, np.int32), mult_pos=np.full(channels, mult_pos, np.int64),
+                      mult_neg=np.full(channels, mult_neg, np.int64), shift=np.full(channels, shift, np.int64),
+                      lo=lo, hi=hi)
+    return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=[1])
+
+
 def _pool_sum(layer: Layer, s_in: float, s_out: float, channels: int, window: int,
               scale_mode: str = "fixed") -> LayerQuant:
     mult, _, shift = _fixed(layer, s_in / (s_out * window), None, scale_mode)
     requant = Requant(bias=np.zeros(channels, np.int32), mult_pos=np.full(channels, mult, np.int64),
                       mult_neg=np.full(channels, mult, np.int64), shift=np.full(channels, shift, np.int64))
     return LayerQuant(weight=None, weight_scale=None, requant=requant, input_mults=[1])
+
+
+def activation_lut(act: Activation, s_in: float, s_out: float) -> np.ndarray:
+    """The nonlinear unit's table for ``act``: entry ``i`` is the int8 output for the int8 input ``i - 128``.
+
+    Parameters
+    ----------
+    act : Activation
+        One of :data:`~.graph.LUT_ACTIVATIONS`.
+    s_in, s_out : float
+        Scales of the table's input (the layer's pre-activation value) and of its output tensor.
+
+    Returns
+    -------
+    ndarray of int8, shape (256,)
+        ``clamp(round(act(q * s_in) / s_out))`` for ``q = -128 .. 127``.
+    """
+    x = np.arange(-128, 128, dtype=np.float64) * s_in
+    return quantize_tensor(act.apply(x), s_out)
+
+
+def _lut_layer(layer: Layer, stats: dict[str, tuple[float, float]], scale_mode: str) -> tuple[Layer, float]:
+    """The layer without its lookup-table activation, and the scale of its pre-activation value."""
+    key = pre_activation(layer.name)
+    if key not in stats:
+        raise CompileError(f"layer {layer.name!r}: no calibration statistics for its value before the "
+                           f"{layer.act.kind} activation; calibrate this graph")
+    peak = max(abs(float(v)) for v in stats[key])
+    s_pre = (peak if np.isfinite(peak) and peak > 0 else 1.0) / 127.0
+    plain = copy.copy(layer)
+    plain.act = Activation()
+    return plain, float(pow2_scale(s_pre)) if scale_mode == "pow2" else s_pre
 
 
 def quantize(graph: Graph, stats: dict[str, tuple[float, float]], *, per_channel: bool = True,
@@ -258,8 +311,14 @@ def quantize(graph: Graph, stats: dict[str, tuple[float, float]], *, per_channel
         s_ins = [g.tensors[v].scale for v in layer.inputs]
         out = g.tensors[layer.output]
         s_out, channels = out.scale, out.channels
+        lut_act = layer.act if layer.act.kind in LUT_ACTIVATIONS else None
+        if lut_act is not None:  # requantize to the table's input scale; the nonlinear unit does the rest
+            s_lut_out = s_out
+            plain, s_out = _lut_layer(layer, stats, scale_mode)
+        else:
+            plain = layer
         if layer.op in ("conv", "fc"):
-            layer.quant = _weighted(layer, s_ins[0], s_out, per_channel, scale_mode)
+            layer.quant = _weighted(plain, s_ins[0], s_out, per_channel, scale_mode)
         elif layer.op in ("maxpool", "concat"):
             layer.quant = LayerQuant(weight=None, weight_scale=None, requant=_identity(channels))
         elif layer.op == "avgpool":
@@ -269,5 +328,9 @@ def quantize(graph: Graph, stats: dict[str, tuple[float, float]], *, per_channel
             _, h, w = g.tensors[layer.inputs[0]].shape
             layer.quant = _pool_sum(layer, s_ins[0], s_out, channels, h * w, scale_mode)
         elif layer.op == "add":
-            layer.quant = _add(layer, s_ins, s_out, channels)
+            layer.quant = _add(plain, s_ins, s_out, channels)
+        elif layer.op == "mul":
+            layer.quant = _mul(plain, s_ins, s_out, channels, scale_mode)
+        if lut_act is not None:
+            layer.quant.lut = activation_lut(lut_act, s_out, s_lut_out)
     return g

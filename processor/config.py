@@ -19,7 +19,7 @@ from dlproc.errors import ConfigError
 __all__ = ["ProcessorConfig", "ConfigError", "PRESETS"]
 
 #: Version of the instruction set; bumped whenever an instruction layout or its semantics change.
-ISA_VERSION = 1
+ISA_VERSION = 2
 
 #: Bytes of one instruction word in DDR (all instructions have the same size).
 INSTRUCTION_BYTES = 32
@@ -73,6 +73,11 @@ class ProcessorConfig:
         Address width of the AXI4 master (32 to 64).
     event_log_depth : int
         Entries of the on-chip layer event log used for profiling.
+    has_nonlinear_unit : bool
+        A 256-entry int8 lookup table after the post-processing (Sigmoid, Tanh, SiLU, HardSigmoid, HardSwish fused
+        into the conv/add producing their input; ``docs/isa.md``, LOAD buffer LUT and the ``lut`` flag of GEMM and
+        POST). Golden model and compiler only so far: the gateware does not implement it, so it is refused for
+        the RTL targets; int8 only.
     """
 
     dtype: str = "int8"
@@ -89,6 +94,7 @@ class ProcessorConfig:
     ddr_size: int = 0x1000_0000
     axi_addr_width: int = 40
     event_log_depth: int = 1024
+    has_nonlinear_unit: bool = False
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -129,6 +135,8 @@ class ProcessorConfig:
              "ddr_base", "a 4 KiB aligned address with ddr_base + ddr_size <= 2**axi_addr_width")
         need(_is_pow2(self.event_log_depth) and 16 <= self.event_log_depth <= 65536,
              "event_log_depth", "a power of two from 16 to 65536")
+        need(self.has_nonlinear_unit in (False, True) and not (self.has_nonlinear_unit and self.dtype != "int8"),
+             "has_nonlinear_unit", "False, or True with dtype 'int8' (the fp32 nonlinear unit is not implemented)")
 
     # ------------------------------------------------------------------ derived sizes (the one place)
     @property

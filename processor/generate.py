@@ -10,7 +10,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 
-from .config import ProcessorConfig
+from .config import ConfigError, ProcessorConfig
 
 __all__ = ["generate", "TOP_NAME"]
 
@@ -44,6 +44,9 @@ def generate(config: ProcessorConfig | str | Path, out_dir: str | Path, *, veril
     from .top import DLProcessor  # imported here: the top pulls in every gateware module
 
     config = ProcessorConfig.load(config)
+    if config.has_nonlinear_unit:
+        raise ConfigError("ProcessorConfig.has_nonlinear_unit = True: the gateware has no nonlinear unit yet (the "
+                          "golden model and the compiler have); generate hardware with has_nonlinear_unit=False")
     out = check_output(out_dir, overwrite=overwrite, kind="dir", marker="config.json", what="HDL directory")
     files: dict[str, str] = {}
     if verilog_output:

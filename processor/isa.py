@@ -37,7 +37,7 @@ __all__ = [
     "Reg", "CTRL_START", "CTRL_CLEAR", "CTRL_IRQ_EN", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
     "MAGIC", "InstructionSet", "Instruction", "IsaError", "EXTENT_BITS", "OPCODE_BITS", "Engine",
     "opcodes_of", "opcode_of", "INSTRUCTION_CLASSES", "Load", "Store", "Gemm", "Post", "Fc", "Sync", "Mark", "End",
-    "END_MARK", "MARK_LAYER_BITS",
+    "END_MARK", "MARK_LAYER_BITS", "LUT_ENTRIES",
 ]
 
 INSTRUCTION_BITS = INSTRUCTION_BYTES * 8
@@ -78,6 +78,11 @@ class Buffer(enum.IntEnum):
     INPUT = 0
     WEIGHT = 1
     PARAM = 2
+    LUT = 3  #: the nonlinear unit's table (:data:`LUT_ENTRIES` int8 bytes); only with ``has_nonlinear_unit``
+
+
+#: Entries of the nonlinear unit's lookup table: one int8 output per int8 input, indexed by ``input + 128``.
+LUT_ENTRIES = 256
 
 
 class GemmMode(enum.IntEnum):
@@ -86,6 +91,8 @@ class GemmMode(enum.IntEnum):
     MAC = 0  #: acc[c] += sum_i inp[i] * wgt[c][i]  (c < oc lanes)
     MAX = 1  #: acc[c] = max(acc[c], inp[c])       (c < ic lanes; other lanes take 0)
     SUM = 2  #: acc[c] += inp[c] * imm             (c < ic lanes; other lanes take 0)
+    MUL = 3  #: acc[c] *= inp[c] (overwrite: = inp[c]) (c < ic lanes; other lanes take 0); only with
+    #:         ``has_nonlinear_unit`` (elementwise multiply, squeeze-excitation gates)
 
 
 class ErrorCode(enum.IntEnum):
@@ -193,10 +200,12 @@ def _field_shapes(config: ProcessorConfig) -> dict[Opcode, dict[str, Any]]:
             "ri0": unsigned(inp), "ri1": unsigned(inp), "ri2": unsigned(inp),
             "si0": unsigned(inp), "si1": unsigned(inp),
             "imm": signed(16),
+            "lut": unsigned(1),              # finalize: the nonlinear unit maps each int8 output y to LUT[y + 128]
         },
         Opcode.POST: {
             "acc_base": unsigned(acc), "out_base": unsigned(acc), "n": unsigned(acc + 1),
             "param_addr": unsigned(par), "param_inc": unsigned(1),
+            "lut": unsigned(1),              # the nonlinear unit maps each int8 output y to LUT[y + 128]
         },
         Opcode.FC: {
             "accumulate": unsigned(1),

@@ -23,7 +23,7 @@ from typing import Any
 from amaranth.hdl import Mux
 
 from .config import ProcessorConfig
-from .isa import Buffer, GemmMode, Instruction, Opcode
+from .isa import LUT_ENTRIES, Buffer, GemmMode, Instruction, Opcode
 
 __all__ = ["rules", "violation", "hdl_rules", "CHECKED_OPCODES"]
 
@@ -70,20 +70,31 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
     def aligned(value):
         return (value & beat_mask) == 0
 
+    # the nonlinear unit (LOAD into the LUT, the lut flag, GEMM mode MUL) exists only with has_nonlinear_unit
+    last_buffer = Buffer.LUT if c.has_nonlinear_unit else Buffer.PARAM
+    last_mode = GemmMode.MUL if c.has_nonlinear_unit else GemmMode.SUM
+
+    def no_lut():
+        return 1 if c.has_nonlinear_unit else ins.lut == 0
+
     if op == Opcode.LOAD:
         total = ins.n1 * ins.n2 * ins.len0
         fits = {buf: (ins.buf_addr << _log2(entry_bytes)) + total <= entries * entry_bytes
                 for buf, entry_bytes, entries in ((Buffer.INPUT, c.input_entry_bytes, c.input_entries),
                                                   (Buffer.WEIGHT, c.weight_entry_bytes, c.weight_entries),
-                                                  (Buffer.PARAM, c.param_entry_bytes, c.param_buffer_entries))}
+                                                  (Buffer.PARAM, c.param_entry_bytes, c.param_buffer_entries),
+                                                  (Buffer.LUT, 1, LUT_ENTRIES))}
+        # without the unit the checker stays what it was (buffer <= PARAM is a rule of its own)
+        last_fits = select(ins.buffer == Buffer.PARAM, fits[Buffer.PARAM], fits[Buffer.LUT]) \
+            if c.has_nonlinear_unit else fits[Buffer.PARAM]
         return [
-            ("LOAD buffer {buffer} does not exist", ins.buffer <= Buffer.PARAM),
+            ("LOAD buffer {buffer} does not exist", ins.buffer <= last_buffer),
             ("LOAD with a zero extent", (ins.n1 != 0) & (ins.n2 != 0) & (ins.len0 != 0)),
             (f"LOAD address, stride or length not a multiple of {c.beat_bytes} bytes",
              aligned(ins.len0) & aligned(ins.ddr_addr) & aligned(ins.ddr_stride1) & aligned(ins.ddr_stride2)),
             ("LOAD of {n1} x {n2} x {len0} bytes at entry {buf_addr} overflows buffer {buffer}",
              select(ins.buffer == Buffer.INPUT, fits[Buffer.INPUT],
-                    select(ins.buffer == Buffer.WEIGHT, fits[Buffer.WEIGHT], fits[Buffer.PARAM]))),
+                    select(ins.buffer == Buffer.WEIGHT, fits[Buffer.WEIGHT], last_fits))),
         ]
     if op == Opcode.STORE:
         last = ins.buf_addr + (ins.n1 - 1) * ins.buf_stride1 + ins.n0 - 1
@@ -103,7 +114,7 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
         reduction = ins.r0 * ins.r1 * ins.r2
         spatial = ins.s0 * ins.s1
         return [
-            ("GEMM mode {mode} does not exist", ins.mode <= GemmMode.SUM),
+            ("GEMM mode {mode} does not exist", ins.mode <= last_mode),
             ("GEMM with a zero extent",
              (ins.r0 != 0) & (ins.r1 != 0) & (ins.r2 != 0) & (ins.s0 != 0) & (ins.s1 != 0)),
             ("GEMM reads input entries past the buffer", inp_last < c.input_entries),
@@ -112,6 +123,7 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
              select(ins.finalize, ins.out_base + spatial <= c.acc_buffer_entries, 1)),
             ("GEMM weight range past the buffer",
              select(ins.mode == GemmMode.MAC, ins.wgt_base + reduction <= c.weight_entries, 1)),
+            ("GEMM lut flag without a nonlinear unit", no_lut()),
         ]
     if op == Opcode.POST:
         return [
@@ -120,6 +132,7 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
              (ins.acc_base + ins.n <= c.acc_buffer_entries) & (ins.out_base + ins.n <= c.acc_buffer_entries)),
             ("POST parameter range past the buffer",
              ins.param_addr + select(ins.param_inc, ins.n, 1) <= c.param_buffer_entries),
+            ("POST lut flag without a nonlinear unit", no_lut()),
         ]
     if op == Opcode.FC:
         return [

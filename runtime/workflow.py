@@ -33,8 +33,17 @@ __all__ = ["Workflow", "TARGETS", "check_frames"]
 TARGETS = ("ref", "sim", "fpga")
 
 
+def check_target(config: ProcessorConfig, target: str) -> None:
+    """Refuse a configuration the target's hardware cannot run: the nonlinear unit exists only in the golden model
+    (target ``"ref"``) so far."""
+    if config.has_nonlinear_unit and target != "ref":
+        raise ValueError(f"target {target!r} runs the RTL, which has no nonlinear unit yet: a processor with "
+                         "has_nonlinear_unit=True runs only on target 'ref'")
+
+
 def open_device(config: ProcessorConfig, target: str, **options: Any):
     """Open the device of a target (``"ref"``, ``"sim"`` or ``"fpga"``)."""
+    check_target(config, target)
     if target == "ref":
         from dlproc.sim.golden import GoldenDevice
 
@@ -161,6 +170,7 @@ class Workflow:
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; targets are {', '.join(TARGETS)}")
         self.config = ProcessorConfig.load(processor)
+        check_target(self.config, target)
         self.target = target
         self.timeout_s = timeout_s
         self.device_options = dict(device_options or {})
@@ -170,7 +180,7 @@ class Workflow:
             self.device_options["uio"] = uio
         self.source = network
         _check_model_size(network, self.config)
-        self.float_graph = fuse(load_onnx(network, fuse=False))   # each stage runs once
+        self.float_graph = fuse(load_onnx(network, fuse=False), nonlinear_unit=self.config.has_nonlinear_unit)
         _check_model_size(self.float_graph, self.config)
         if isinstance(network, (str, Path)):  # exporters name every graph alike ("main_graph", "torch_jit")
             self.float_graph.name = Path(network).stem

@@ -32,6 +32,7 @@ from dlproc.processor.isa import (
     CTRL_CLEAR,
     CTRL_IRQ_EN,
     CTRL_START,
+    LUT_ENTRIES,
     MAGIC,
     STATUS_BUSY,
     STATUS_DONE,
@@ -292,9 +293,11 @@ class GoldenModel:
         self.acc = np.zeros((c.acc_buffer_entries, self.co), np.float32 if self.fp32 else np.int32)
         self.out = np.zeros((c.acc_buffer_entries, self.co), element)
         self._postprocess = postprocess_fp32 if self.fp32 else postprocess_int8
+        self.lut_bytes = np.zeros(LUT_ENTRIES, np.uint8)  # the nonlinear unit's table (has_nonlinear_unit)
         self._buffer_bytes = {Buffer.INPUT: (self.inp_bytes, c.input_entry_bytes),
                               Buffer.WEIGHT: (self.wgt_bytes, c.weight_entry_bytes),
-                              Buffer.PARAM: (self.par_bytes, c.param_entry_bytes)}
+                              Buffer.PARAM: (self.par_bytes, c.param_entry_bytes),
+                              Buffer.LUT: (self.lut_bytes, 1)}
 
     # ------------------------------------------------------------------ program execution
     def run(self, ddr: np.ndarray, instr_addr: int, instr_count: int, *, check_hazards: bool = True,
@@ -425,8 +428,14 @@ class GoldenModel:
         if mode == GemmMode.MAC:
             result.mac_steps += R * S
         if ins.finalize:
-            self.out[ins.out_base:ins.out_base + S] = self._postprocess(self.acc[ins.acc_base:ins.acc_base + S],
-                                                                 self.par[ins.param_addr])
+            self.out[ins.out_base:ins.out_base + S] = self._nonlinear(
+                ins, self._postprocess(self.acc[ins.acc_base:ins.acc_base + S], self.par[ins.param_addr]))
+
+    def _nonlinear(self, ins: Instruction, y: np.ndarray) -> np.ndarray:
+        """The nonlinear unit: with ``lut = 1`` every int8 output ``y`` becomes ``LUT[y + 128]``."""
+        if not ins.lut:
+            return y
+        return self.lut_bytes.view(np.int8)[y.astype(np.int16) + 128]
 
     def _gemm_int8(self, ins: Instruction, idx: np.ndarray, mode: GemmMode, R: int, S: int) -> None:
         """int32 GEMM: exact products, wrapping sums (the order does not matter)."""
@@ -442,6 +451,11 @@ class GoldenModel:
             if mode == GemmMode.MAX:
                 pad[:, :self.ci] = x.max(axis=0)
                 new = pad if ins.overwrite else np.maximum(old, pad)
+            elif mode == GemmMode.MUL:  # every reduction step multiplies (the first one replaces on overwrite)
+                new = np.ones((S, self.co), np.int64) if ins.overwrite else old
+                for step in x:
+                    pad[:, :self.ci] = step
+                    new = (((new * pad) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
             else:
                 pad[:, :self.ci] = x.sum(axis=0) * ins.imm
                 new = pad if ins.overwrite else old + pad
@@ -472,7 +486,7 @@ class GoldenModel:
     def _post(self, ins: Instruction) -> None:
         acc = self.acc[ins.acc_base:ins.acc_base + ins.n]
         par = self.par[ins.param_addr:ins.param_addr + ins.n] if ins.param_inc else self.par[ins.param_addr]
-        self.out[ins.out_base:ins.out_base + ins.n] = self._postprocess(acc, par)
+        self.out[ins.out_base:ins.out_base + ins.n] = self._nonlinear(ins, self._postprocess(acc, par))
 
     def _fc(self, ins: Instruction, ddr: np.ndarray, size: int, result: RunResult) -> None:
         ci, co = self.ci, self.co

@@ -10,7 +10,7 @@ legality rules (:mod:`dlproc.processor.rules`) and the hazard window over an ins
 from __future__ import annotations
 
 from dlproc.processor.config import ProcessorConfig
-from dlproc.processor.isa import Buffer, Engine, GemmMode, Instruction, InstructionSet, IsaError, Opcode
+from dlproc.processor.isa import LUT_ENTRIES, Buffer, Engine, GemmMode, Instruction, InstructionSet, IsaError, Opcode
 from dlproc.processor.rules import violation
 
 __all__ = ["HazardError", "IllegalProgram", "Touch", "footprint", "HazardWindow", "verify_program"]
@@ -32,7 +32,7 @@ def footprint(ins: Instruction, config: ProcessorConfig) -> list[Touch]:
     op = ins.opcode
     if op == Opcode.LOAD:
         entry_bytes = {Buffer.INPUT: c.input_entry_bytes, Buffer.WEIGHT: c.weight_entry_bytes,
-                       Buffer.PARAM: c.param_entry_bytes}[Buffer(ins.buffer)]
+                       Buffer.PARAM: c.param_entry_bytes, Buffer.LUT: 1}[Buffer(ins.buffer)]
         last = (ins.buf_addr * entry_bytes + ins.n1 * ins.n2 * ins.len0 - 1) // entry_bytes
         return [(Buffer(ins.buffer).name, ins.buf_addr, last + 1, True)]
     if op == Opcode.STORE:
@@ -49,12 +49,15 @@ def footprint(ins: Instruction, config: ProcessorConfig) -> list[Touch]:
         if ins.finalize:
             touched += [("OUTPUT", ins.out_base, ins.out_base + S, True),
                         ("PARAM", ins.param_addr, ins.param_addr + 1, False)]
+            if ins.lut:
+                touched.append(("LUT", 0, LUT_ENTRIES, False))
         return touched
     if op == Opcode.POST:
         params = ins.n if ins.param_inc else 1
-        return [("ACC", ins.acc_base, ins.acc_base + ins.n, False),
+        return ([("ACC", ins.acc_base, ins.acc_base + ins.n, False),
                 ("OUTPUT", ins.out_base, ins.out_base + ins.n, True),
                 ("PARAM", ins.param_addr, ins.param_addr + params, False), ("FC_PORT", 0, 1, False)]
+                + ([("LUT", 0, LUT_ENTRIES, False)] if ins.lut else []))
     if op == Opcode.FC:
         last_entry = ins.acc_base + (ins.n_out - 1) // c.conv_oc_lanes
         return [("INPUT", ins.inp_base, ins.inp_base + ins.n_in, False), ("ACC", ins.acc_base, last_entry + 1, True),

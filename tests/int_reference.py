@@ -163,11 +163,15 @@ def run_int_reference(graph: Graph, x_float: np.ndarray) -> dict[str, np.ndarray
             acc = x.sum(axis=(2, 3)) * quant.input_mults[0]
         elif layer.op == "add":
             acc = maps[0] * quant.input_mults[0] + maps[1] * quant.input_mults[1]
+        elif layer.op == "mul":  # a [C, 1, 1] second operand broadcasts
+            acc = maps[0].astype(np.int64) * maps[1].astype(np.int64)
         elif layer.op == "concat":
             acc = np.concatenate(maps, axis=1)
         else:
             raise ValueError(f"layer {layer.name!r}: unknown kind {layer.op!r}")
         y = _post(_wrap32(acc), quant.requant)
+        if quant.lut is not None:  # the nonlinear unit: int8 y -> table[y + 128]
+            y = np.asarray(quant.lut, np.int8)[y.astype(np.int64) + 128]
         values[layer.output] = y.reshape((n,) + graph.tensors[layer.output].onnx_shape[1:])
     return values
 
