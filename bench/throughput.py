@@ -7,8 +7,10 @@ from the Verilator RTL's own counters (one frame; small networks only: a zoo net
 
 Networks: the ONNX zoo architectures in the onnx wheel (``tests/zoo.py``: seeded random weights) and, with
 ``--torchvision``, torchvision models with random weights (torch is a bench-only install; skipped when absent).
-The cycle counts do not depend on the weights' or the calibration's values, so calibration uses one seeded random
-frame. Only processor layers are timed (host layers such as LRN and Softmax are not counted).
+The cycle counts do not depend on the weights' or the calibration's values, so by default every activation gets a
+fixed synthetic scale (1/32) instead of a calibration pass (the float forward passes of a zoo network take minutes
+on a loaded machine); ``--calibrate random`` calibrates on one seeded random frame instead. Only processor layers
+are timed (host layers such as LRN and Softmax are not counted).
 
 Run::
 
@@ -23,6 +25,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +105,19 @@ def row(name: str, source: str, prof, config: ProcessorConfig, memory: str) -> s
             f"{gbps / roof_gbps:.1%} (of {roof_gbps:.2f} GB/s) |")
 
 
+def calibrate(wf: Workflow, frame: np.ndarray, how: str) -> None:
+    """Quantize ``wf``: with a fixed scale for every activation (``"synthetic"``) or calibrated on ``frame``."""
+    if how == "synthetic":
+        for tensor in wf.float_graph.tensors.values():
+            if tensor.scale is None:
+                tensor.scale = 1 / 32
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "calibration is skipped": that is the point
+            wf.calibrate(frame)
+    else:
+        wf.calibrate(frame)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("nets", nargs="*", help=f"networks (default {' '.join(DEFAULT_NETS)})")
@@ -110,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory", nargs="+", default=["ideal", "zcu102"], choices=sorted(MEMORY_MODELS),
                     help="memory models (default: ideal then zcu102)")
     ap.add_argument("--torchvision", action="store_true", help=f"also {' '.join(TORCHVISION)} (needs torch)")
+    ap.add_argument("--calibrate", choices=("synthetic", "random"), default="synthetic",
+                    help="fixed activation scales (default) or one random calibration frame")
     ap.add_argument("--rtl", action="store_true", help="also run one frame on the Verilator RTL (small nets only)")
     args = ap.parse_args(argv)
     names = args.nets or DEFAULT_NETS + (TORCHVISION if args.torchvision else [])
@@ -130,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         wf = Workflow(model, processor=base, target="ref")
         frame = np.random.default_rng(0).standard_normal((1, *wf.input_shape)).astype(np.float32)
-        wf.calibrate(frame)
+        calibrate(wf, frame, args.calibrate)
         net = wf.compile()
         print(f"<!-- {name}: calibrate + compile {time.perf_counter() - t0:.1f} s -->", flush=True)
         for mhz in clocks:
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(row(name, "estimate", prof, config, mem), flush=True)
                 if args.rtl and mhz == base.clock_mhz:
                     rtl = Workflow(model, processor=config, target="sim", device_options={"memory": mem})
-                    rtl.calibrate(frame)
+                    calibrate(rtl, frame, args.calibrate)
                     rtl.compile()
                     _, prof_rtl = rtl.predict(frame, profile=True)
                     print(row(name, "RTL", prof_rtl, config, mem), flush=True)
