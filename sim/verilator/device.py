@@ -348,7 +348,11 @@ class VerilatorDevice:
     def set_ddr_timing(self, *, read_latency: int | None = None, write_latency: int | None = None,
                        beats_per_cycle: float | Fraction | tuple[int, int] | None = None,
                        max_outstanding: int | None = None) -> None:
-        """Change the DDR model's timing; arguments left out keep their value.
+        """Change the DDR model's timing in cycles; arguments left out keep their value.
+
+        The values in force at creation come from the memory model (:meth:`set_memory_model`, default ZCU102 at
+        ``config.clock_mhz``); the defaults named below are those of the ``"ideal"`` model. The shared DDR
+        controller's limit is set separately (:meth:`set_ddr_bandwidth`).
 
         Parameters
         ----------
