@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                     rtl.compile()
                     _, prof_rtl = rtl.predict(frame, profile=True)
                     print(row(name, "RTL", prof_rtl, config, mem), flush=True)
-                    rtl.close() if hasattr(rtl, "close") else None
+                    rtl.close()
         net.config = base
 
 
