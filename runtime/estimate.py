@@ -4,10 +4,10 @@ The estimate replays the instruction stream through a timing model of the proces
 hands each instruction to its engine when that engine is free, a DMA engine whose instructions take
 ``latency + beats`` (bursts pipelined, never crossing 4 KiB or 256 beats) through the memory system of
 :mod:`dlproc.boards.memory` (latency and bandwidth in ns and GB/s, converted with the configuration's clock: the
-ZCU102's PS DDR4 by default), and a compute engine whose GEMM takes one
-step per cycle after its pipeline fills. SYNC and END wait for both engines. The constants of the model
-(:class:`TimingModel`) are imported from the RTL in ``processor/`` where it defines them; ``tests/test_sim.py`` and
-``tests/test_property.py`` hold the estimate within 3% (small_int8) to 5% (the property configurations) of the RTL's own cycle counters on several configurations.
+ZCU102's PS DDR4 by default), and a compute engine whose GEMM takes one step per cycle after its pipeline fills.
+SYNC and END wait for both engines. The constants of the model (:class:`TimingModel`) are imported from the RTL in
+``processor/`` where it defines them; ``tests/test_sim.py`` and ``tests/test_property.py`` hold the estimate within
+3% (small_int8) to 5% (the property configurations) of the RTL's own cycle counters.
 """
 
 from __future__ import annotations
