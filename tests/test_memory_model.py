@@ -215,3 +215,21 @@ def test_processor_under_a_binding_memory_model(netname: str):
     assert abs(estimated - measured) <= 0.03 * measured, (estimated, measured)
     ideal = estimate_performance(net, ddr="ideal").total_cycles
     assert estimated > ideal  # the narrow memory costs time the ideal model does not see
+
+
+def test_estimate_follows_the_clock_as_the_board_would():
+    """Same program at 100 and 400 MHz: the ideal model's cycles do not move (frames/s x4); under the ZCU102 model the
+    latency in ns costs more cycles at the higher clock, so frames/s grow by less than x4 but still grow."""
+    from dlproc.runtime.estimate import estimate_performance
+    from dlproc.runtime.workflow import Workflow
+
+    model, _ = ALL_NETS["residual"]()
+    wf = Workflow(model, processor="small_int8", target="ref")
+    wf.calibrate(np.random.default_rng(0).standard_normal((2, *wf.input_shape)).astype(np.float32))
+    net = wf.compile()
+    cycles = {}
+    for mhz in (100, 400):
+        net.config = dataclasses.replace(net.config, clock_mhz=mhz)
+        cycles[mhz] = {mem: estimate_performance(net, ddr=mem).total_cycles for mem in ("ideal", "zcu102")}
+    assert cycles[100]["ideal"] == cycles[400]["ideal"]
+    assert cycles[100]["zcu102"] < cycles[400]["zcu102"] < 4 * cycles[100]["zcu102"]
