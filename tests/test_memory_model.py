@@ -140,10 +140,11 @@ def test_high_clock_costs_more_cycles_per_byte(dev: VerilatorDevice):
         dev.set_memory_model(QUICK_ZCU102, clock_mhz=mhz)
         quick[mhz] = copy(dev, src, dst, length)
         check_copy(dev, src, dst, data)
-    # bandwidth alone: at 125 and 250 MHz the port paces the copy (the controller allows 7.2 / 3.6 beats per
-    # cycle), at 1000 MHz the controller (0.9 beat per cycle for read and write beats together)
-    assert quick[125] < beats / 0.9 and quick[250] < beats / 0.9
-    assert quick[1000] >= beats / 0.9
+    # bandwidth alone: at 125 and 250 MHz the port (and the stand-in) paces the copy, the controller allows 7.2 /
+    # 3.6 beats per cycle: the same cycles; at 1000 MHz the controller does (0.9 beat per cycle for read and write
+    # beats together): at least beats / 0.9 cycles, more than at 250 MHz
+    assert quick[125] == quick[250]
+    assert quick[1000] >= beats / 0.9 and quick[1000] > quick[250]
     # with the 180 ns latency, the cycles per byte grow with the clock (the latency is fixed in time)
     assert cycles[125] < cycles[250] < cycles[1000]
     assert cycles[1000] / 1000 < cycles[250] / 250  # but the time still falls
