@@ -2,16 +2,19 @@
 
 The estimate replays the instruction stream through a timing model of the processor: an in-order dispatcher that
 hands each instruction to its engine when that engine is free, a DMA engine whose instructions take
-``latency + beats`` (bursts pipelined, never crossing 4 KiB or 256 beats), and a compute engine whose GEMM takes one
-step per cycle after its pipeline fills. SYNC and END wait for both engines. The constants of the model
-(:class:`TimingModel`) are imported from the RTL in ``processor/`` where it defines them; ``tests/test_sim.py`` and
-``tests/test_property.py`` hold the estimate within 5% of the RTL's own cycle counters on several configurations.
+``latency + beats`` (bursts pipelined, never crossing 4 KiB or 256 beats) through the memory system of
+:mod:`dlproc.boards.memory` (latency and bandwidth in ns and GB/s, converted with the configuration's clock: the
+ZCU102's PS DDR4 by default), and a compute engine whose GEMM takes one step per cycle after its pipeline fills.
+SYNC and END wait for both engines. The constants of the model (:class:`TimingModel`) are imported from the RTL in
+``processor/`` where it defines them; ``tests/test_sim.py`` and ``tests/test_property.py`` hold the estimate within
+3% (small_int8) to 5% (the property configurations) of the RTL's own cycle counters.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dlproc.boards.memory import DdrModel, DdrTiming, memory_model
 from dlproc.compiler.network import CompiledNetwork
 from dlproc.processor.axi import AXI_PAGE_BYTES, MAX_BURST_BEATS
 from dlproc.processor.config import INSTRUCTION_BYTES, ProcessorConfig
@@ -23,25 +26,6 @@ from dlproc.processor.isa import Engine, InstructionSet, Opcode
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
 __all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles", "layer_ddr_bytes"]
-
-
-@dataclass(frozen=True)
-class DdrTiming:
-    """The memory system seen by the AXI4 master.
-
-    Attributes
-    ----------
-    read_latency : int
-        Cycles from a read address handshake to its first data beat.
-    write_latency : int
-        Cycles from the last write beat to its response.
-    beats_per_cycle : float
-        Sustained beats per cycle (1.0 = the AXI port's full width every cycle).
-    """
-
-    read_latency: int = 24
-    write_latency: int = 8
-    beats_per_cycle: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,7 +139,7 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
     isa = InstructionSet(c)
     engine = ComputeEngine.timing_of(c)  # GEMM/POST cycles exactly as the RTL's pipeline (processor/engine.py)
     beat = c.beat_bytes
-    rate = ddr.beats_per_cycle
+    rate = ddr.stream_rate  # one DMA engine: a read or a write stream at a time, each under both limits
     out = []
     for word in words:
         ins = isa.decode(word)
@@ -199,11 +183,14 @@ def _durations(c: ProcessorConfig, words: list[int], timing: TimingModel,
 
 
 def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingModel | None = None,
-                   ddr: DdrTiming | None = None, spans: list | None = None) -> tuple[int, list[tuple[int, int]]]:
+                   ddr: str | DdrModel | DdrTiming | None = None,
+                   spans: list | None = None) -> tuple[int, list[tuple[int, int]]]:
     """Replay a program (from START to END) through the timing model.
 
     Parameters
     ----------
+    ddr : str, DdrModel or DdrTiming, optional
+        The memory system (default ``"zcu102"`` at ``config.clock_mhz``; see :func:`dlproc.boards.memory.memory_model`).
     spans : list, optional
         Receives ``(engine, layer, start, end)`` for every instruction run on an engine (``"dma"`` or
         ``"compute"``; ``layer`` from the last MARK, -1 before any).
@@ -216,7 +203,7 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
         ``(layer id, cycle)`` of each MARK, as the hardware's event log would record them.
     """
     timing = timing or TimingModel()
-    ddr = ddr or DdrTiming()
+    ddr = memory_model(ddr, config)
     prog = _durations(config, words, timing, ddr)
     beats_per_instr = max(1, INSTRUCTION_BYTES // config.beat_bytes)
     fb, depth = timing.fetch_burst, timing.fetch_depth
@@ -303,7 +290,7 @@ def layer_ddr_bytes(net: CompiledNetwork) -> dict[int, int]:
 
 
 def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = None,
-                         ddr: DdrTiming | None = None) -> Profile:
+                         ddr: str | DdrModel | DdrTiming | None = None) -> Profile:
     """Estimate one frame's per-layer cycles, latency, frames/s and MAC utilization.
 
     Parameters
@@ -312,14 +299,17 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
         The compiled program.
     timing : TimingModel, optional
         Unit costs of the processor (defaults match the RTL).
-    ddr : DdrTiming, optional
-        Memory latency and bandwidth (defaults match the simulator's DDR model).
+    ddr : str, DdrModel or DdrTiming, optional
+        The memory system: a name of :data:`dlproc.boards.memory.MEMORY_MODELS`, a model in GB/s and ns, or a
+        timing in cycles. The default, ``"zcu102"`` at the configuration's clock, is also the Verilator
+        simulator's default.
 
     Returns
     -------
     Profile
         Same type as the hardware profile of ``Workflow.predict(..., profile=True)``.
     """
+    ddr = memory_model(ddr, net.config)
     total = 0
     per_layer: dict[int, float] = {}
     busy: dict[int, dict[str, int]] = {}
@@ -343,7 +333,8 @@ def estimate_performance(net: CompiledNetwork, *, timing: TimingModel | None = N
                            compute_busy=busy.get(layer.index, {}).get("compute", 0) if layer.target == "hw" else None,
                            dma_busy=busy.get(layer.index, {}).get("dma", 0) if layer.target == "hw" else None)
               for layer in net.layers]
-    notes = [f"Estimated from the program with DDR read latency {(ddr or DdrTiming()).read_latency} cycles."]
+    notes = [f"Estimated from the program with the memory model {ddr.name} (read latency {ddr.read_latency} "
+             f"cycles, {ddr.stream_rate:.3g} beats per cycle per stream)."]
     if any(layer.target == "host" for layer in net.layers):
         notes.append("Layers on the host are not estimated and not included in the latency or Frames/s.")
     return Profile(net.config, layers, total, 0, "estimate", 1, notes, target="estimate", network=net.name,

@@ -17,10 +17,11 @@ from dlproc.runtime.workflow import Workflow
 from dlproc.sim.golden import GoldenDevice
 
 CONFIGS = ["tiny_int8", "small_int8"]
-#: Largest relative error of the performance estimate against the hardware's cycle counter. The tiny
-#: configuration's 32-bit bus makes instruction fetch (8 cycles per instruction) compete with data; its
-#: fc-only MLP of 2.4k cycles is the worst case there.
-ESTIMATE_TOLERANCE = {"tiny_int8": 0.10, "small_int8": 0.05}
+#: Largest relative error of the performance estimate against the hardware's cycle counter, both under the default
+#: memory model (ZCU102 DDR at the configuration's clock, ``boards/memory.py``). The tiny configuration's 32-bit bus
+#: makes instruction fetch (8 cycles per instruction) compete with data; its fc-only MLP of 2.3k cycles is the worst
+#: case there (-9.7%; the others within 3.1%).
+ESTIMATE_TOLERANCE = {"tiny_int8": 0.10, "small_int8": 0.03}
 
 
 @pytest.mark.parametrize("cfgname", CONFIGS)

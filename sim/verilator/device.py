@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlproc.boards.memory import DdrModel, DdrTiming, memory_model
 from dlproc.processor.config import ProcessorConfig
 
 from .build import TopFactory, build_simulator
@@ -29,7 +30,7 @@ from .build import TopFactory, build_simulator
 __all__ = ["VerilatorDevice", "SimulatorError", "BusError", "ProtocolError", "ABI_VERSION", "RESP_NAMES"]
 
 #: Version of the harness's C API this module speaks (``DL_ABI_VERSION`` in harness.cpp).
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: AXI response codes by value.
 RESP_NAMES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
 _STAT_NAMES = ("cycles", "read_beats", "write_beats", "read_bursts", "write_bursts", "decode_error_bursts",
@@ -74,6 +75,7 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
     "dl_reset": (None, [_HANDLE, ctypes.c_int]),
     "dl_set_ddr_timing": (ctypes.c_int, [_HANDLE, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                          ctypes.c_int]),
+    "dl_set_ddr_bandwidth": (ctypes.c_int, [_HANDLE, ctypes.c_int64, ctypes.c_int64]),
     "dl_set_backpressure": (None, [_HANDLE, ctypes.c_uint32, ctypes.c_int]),
     "dl_set_read_reorder": (None, [_HANDLE, ctypes.c_int]),
     "dl_set_error_range": (ctypes.c_int, [_HANDLE, _U64, _U64, ctypes.c_int]),
@@ -133,6 +135,9 @@ class VerilatorDevice:
         ``top(config)`` returns the Amaranth component to simulate instead of the processor (tests).
     library : str or Path, optional
         A simulator library to load instead of building or looking one up; ``top`` is then ignored.
+    memory : str, DdrModel or DdrTiming, optional
+        The memory system on the AXI4 master (default ``"zcu102"``: the ZCU102's PS DDR4 at ``config.clock_mhz``,
+        :mod:`dlproc.boards.memory`; ``"ideal"``: 24-cycle read latency and one beat per cycle at any clock).
 
     Examples
     --------
@@ -144,7 +149,7 @@ class VerilatorDevice:
 
     def __init__(self, config: ProcessorConfig, *, ddr_phys_base: int | None = None, ddr_size: int | None = None,
                  trace: str | Path | None = None, top: TopFactory | None = None,
-                 library: str | Path | None = None):
+                 library: str | Path | None = None, memory: str | DdrModel | DdrTiming | None = None):
         if not isinstance(config, ProcessorConfig):
             raise TypeError(f"config must be a ProcessorConfig, not {config!r}")
         self.config = config
@@ -169,7 +174,9 @@ class VerilatorDevice:
         self._handle: int | None = handle
         self._finalizer = weakref.finalize(self, self._lib.dl_destroy, handle)
         self._timing = {"read_latency": 24, "write_latency": 8, "beats_per_cycle": Fraction(1),
-                        "max_outstanding": 8}
+                        "max_outstanding": 8, "shared_beats_per_cycle": None}
+        self.memory = memory_model(memory, config)
+        self.set_memory_model(memory)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -341,7 +348,11 @@ class VerilatorDevice:
     def set_ddr_timing(self, *, read_latency: int | None = None, write_latency: int | None = None,
                        beats_per_cycle: float | Fraction | tuple[int, int] | None = None,
                        max_outstanding: int | None = None) -> None:
-        """Change the DDR model's timing; arguments left out keep their value.
+        """Change the DDR model's timing in cycles; arguments left out keep their value.
+
+        The values in force at creation come from the memory model (:meth:`set_memory_model`, default ZCU102 at
+        ``config.clock_mhz``); the defaults named below are those of the ``"ideal"`` model. The shared DDR
+        controller's limit is set separately (:meth:`set_ddr_bandwidth`).
 
         Parameters
         ----------
@@ -371,6 +382,37 @@ class VerilatorDevice:
             raise ValueError(f"invalid DDR timing {timing}: latencies must be >= 1, 0 < beats_per_cycle <= 1, "
                              "max_outstanding >= 1")
         self._timing = timing
+
+    def set_memory_model(self, memory: str | DdrModel | DdrTiming | None = None, *,
+                         clock_mhz: float | None = None) -> DdrTiming:
+        """Put a memory system in time on the AXI4 master (:mod:`dlproc.boards.memory`).
+
+        Sets the read and write latencies, the port's per-direction limit and the shared DDR controller's limit
+        (reads and writes together) from ``memory`` converted at ``clock_mhz`` (default ``config.clock_mhz``: a
+        simulator of one configuration can play the same design at another clock).
+
+        Returns
+        -------
+        DdrTiming
+            The timing in cycles now in force.
+        """
+        timing = memory_model(memory, self.config, clock_mhz=clock_mhz)
+        self.set_ddr_timing(read_latency=timing.read_latency, write_latency=timing.write_latency,
+                            beats_per_cycle=timing.beats_per_cycle)
+        self.set_ddr_bandwidth(timing.shared_beats_per_cycle)
+        self.memory = timing
+        return timing
+
+    def set_ddr_bandwidth(self, beats_per_cycle: Fraction | None) -> None:
+        """Limit the shared DDR controller to ``beats_per_cycle`` read plus write beats per cycle (any positive
+        rate; None switches the limit off)."""
+        rate = None if beats_per_cycle is None else Fraction(beats_per_cycle).limit_denominator(1 << 20)
+        if rate is not None and rate <= 0:
+            raise ValueError(f"shared DDR bandwidth must be positive beats per cycle, not {beats_per_cycle}")
+        num, den = (0, 1) if rate is None else (rate.numerator, rate.denominator)
+        if self._lib.dl_set_ddr_bandwidth(self._h, num, den) != 0:
+            raise ValueError(f"shared DDR bandwidth {rate} beats per cycle is out of range")
+        self._timing["shared_beats_per_cycle"] = rate
 
     @property
     def ddr_timing(self) -> dict[str, object]:

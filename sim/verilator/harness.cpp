@@ -7,7 +7,9 @@
 // What it models around the top level:
 //   * an AXI4-Lite master on `s_axil` (the CPU's register accesses), one transaction at a time;
 //   * a DDR memory on `m_axi`: an AXI4 slave with IDs, INCR bursts, read and write latency, a bandwidth limit
-//     (beats per cycle as a fraction, per direction like a PS HP port), a limit on outstanding bursts, in-order
+//     (beats per cycle as a fraction, per direction like a PS HP port), an optional shared DDR controller limit
+//     (beats per cycle as a fraction, read and write beats together: dl_set_ddr_bandwidth, the memory model of
+//     dlproc.boards.memory), a limit on outstanding bursts, in-order
 //     responses per ID (optionally reordered across IDs), DECERR outside [base, base + size), an error-injection
 //     range, and random stalls on every channel;
 //   * an AXI protocol checker on `m_axi`: 4 KiB boundary crossings, unsupported burst types or sizes, WLAST
@@ -49,7 +51,7 @@
 #define LITE(name) s_axil___05F##name
 
 // Bump when the C API changes; the Python side refuses a library with another version.
-#define DL_ABI_VERSION 1
+#define DL_ABI_VERSION 2
 
 namespace {
 
@@ -149,6 +151,9 @@ class Sim {
     int read_latency = 24;
     int write_latency = 8;
     int bw_num = 1, bw_den = 1;
+    // shared DDR controller: at most ddr_num / ddr_den beats per cycle, reads and writes together (0: no limit)
+    int64_t ddr_num = 0, ddr_den = 1;
+    int64_t ddr_credit = 0;  // credit of the shared controller, ddr_den per beat
     int max_outstanding = 8;
     int stall_percent = 0;
     bool reorder = false;
@@ -173,6 +178,7 @@ class Sim {
     uint64_t rng = 0x9E3779B97F4A7C15ull;
 
   private:
+    bool ddr_allows() const { return ddr_num == 0 || ddr_credit >= ddr_den; }
     void drive();
     void sample();
     void update();
@@ -234,6 +240,7 @@ Sim::Sim(uint64_t base_, uint64_t size_, const char* trace_path) : base(base_), 
     (void)trace_path;
 #endif
     rd_credit = wr_credit = bw_den;
+    ddr_credit = ddr_den;
     reset(4);
 }
 
@@ -278,6 +285,7 @@ void Sim::clear_state() {
     w_held = Held{};
     l_aw = l_w = l_b = l_ar = l_r = false;
     rd_credit = wr_credit = bw_den;
+    ddr_credit = ddr_den;
 }
 
 void Sim::reset(int cycles) {
@@ -345,8 +353,8 @@ void Sim::drive() {
     const std::size_t wr_outstanding = wr_pending.size() + wr_resp.size();
     t.AXI(arready) = rd_outstanding < static_cast<std::size_t>(max_outstanding) && !stall();
     t.AXI(awready) = wr_outstanding < static_cast<std::size_t>(max_outstanding) && !stall();
-    t.AXI(wready) = !wr_pending.empty() && wr_credit >= bw_den && !stall();
-
+    // (the random stall of W is drawn here so the stall pattern does not depend on the shared DDR limit)
+    const bool w_open = !wr_pending.empty() && wr_credit >= bw_den && !stall();
     if (!r_valid) {
         if (!rd_active) {
             // Candidates: the oldest pending burst of each ID whose latency has passed (responses of one ID
@@ -366,7 +374,7 @@ void Sim::drive() {
                 rd_pending.erase(rd_pending.begin() + static_cast<std::ptrdiff_t>(pick));
             }
         }
-        if (rd_active && rd_credit >= bw_den && !stall()) {
+        if (rd_active && rd_credit >= bw_den && ddr_allows() && !stall()) {
             Burst& b = *rd_active;
             uint8_t word[BUS_BYTES] = {};
             if (b.resp == RESP_OKAY) std::memcpy(word, mem + (b.word_addr(b.beat) - base), BUS_BYTES);
@@ -376,9 +384,13 @@ void Sim::drive() {
             t.AXI(rlast) = b.beat + 1 == b.beats;
             r_valid = true;
             rd_credit -= bw_den;
+            if (ddr_num) ddr_credit -= ddr_den;
         }
     }
     t.AXI(rvalid) = r_valid;
+    // After the read side took its share of the shared controller's credit this cycle: a W beat accepted now
+    // is paid in update(), so the two directions together never exceed ddr_num / ddr_den beats per cycle.
+    t.AXI(wready) = w_open && ddr_allows();
 
     if (!b_valid && !wr_resp.empty() && wr_resp.front().ready_at <= cycle && !stall()) {
         t.AXI(bid) = wr_resp.front().id;
@@ -466,6 +478,7 @@ void Sim::update() {
         ++b.beat;
         ++wr_beats;
         wr_credit -= bw_den;
+        if (ddr_num) ddr_credit -= ddr_den;
         if (last) {  // the burst ends after AWLEN + 1 beats whatever WLAST said
             wr_resp.push_back({b.id, b.resp, cycle + static_cast<uint64_t>(write_latency)});
             wr_pending.pop_front();
@@ -483,6 +496,7 @@ void Sim::update() {
     const int64_t cap = static_cast<int64_t>(bw_den) + bw_num;
     rd_credit = std::min<int64_t>(rd_credit + bw_num, cap);
     wr_credit = std::min<int64_t>(wr_credit + bw_num, cap);
+    if (ddr_num) ddr_credit = std::min<int64_t>(ddr_credit + ddr_num, ddr_den + ddr_num);
 
     if (l_aw_hs) l_aw = false;
     if (l_w_hs) l_w = false;
@@ -591,6 +605,20 @@ DL_API int dl_set_ddr_timing(void* h, int read_latency, int write_latency, int b
     s->bw_num = beats_per_cycle_num;
     s->bw_den = beats_per_cycle_den;
     s->max_outstanding = max_outstanding;
+    return 0;
+}
+
+// The shared DDR controller: read and write beats together at most num/den per cycle (any positive rate: a
+// controller faster than the port never throttles it); num 0 switches the limit off. Returns -1 (and changes
+// nothing) on invalid values.
+DL_API int dl_set_ddr_bandwidth(void* h, int64_t beats_per_cycle_num, int64_t beats_per_cycle_den) {
+    if (beats_per_cycle_num < 0 || beats_per_cycle_den < 1 || beats_per_cycle_den > (1ll << 30) ||
+        beats_per_cycle_num > (1ll << 30))
+        return -1;
+    Sim* s = sim(h);
+    s->ddr_num = beats_per_cycle_num;
+    s->ddr_den = beats_per_cycle_den;
+    s->ddr_credit = s->ddr_den;
     return 0;
 }
 
