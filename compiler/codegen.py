@@ -10,7 +10,10 @@ software-pipelined over the two engines::
 so the DMA engine moves tile t+1 (and stores tile t-1) while the conv array computes tile t. The golden model's
 hazard check verifies that no two instructions on different engines between SYNCs touch the same buffer range.
 
-Where a conv layer is tiled: :meth:`CodeGenerator.conv` (tile choice in :func:`choose_conv_tile`).
+Where a conv layer is tiled: :meth:`CodeGenerator.conv`. :func:`plan_conv` chooses per layer the loop order
+(weight-stationary: output-channel blocks outermost; input-stationary: spatial tiles outermost, each input tile
+loaded once for all output blocks) and the tile that move the fewest DDR bytes; convs with one kernel row load only
+the input rows their stride uses. Pooling tiles come from :func:`choose_conv_tile`.
 
 The back end serves both number formats: int8 graphs come quantized (``compiler/quantize.py``); for the fp32
 processor :func:`lower_fp32` gives every hardware layer its float32 weights and a :class:`FloatPost` (bias,
@@ -31,7 +34,8 @@ from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, pack
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import EXTENT_BITS, Buffer, GemmMode, Instruction, InstructionSet
 
-__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "TilingError",
+__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "plan_conv", "ConvPlan", "param_entry_bytes",
+           "TilingError",
            "FloatPost", "lower_fp32"]
 
 MAX_EXTENT = (1 << EXTENT_BITS) - 1
@@ -179,7 +183,7 @@ def _param_entry_fp32(config: ProcessorConfig, post: FloatPost, lo_ch: int, n_ch
 def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], stride: tuple[int, int],
                      dilation: tuple[int, int], out_hw: tuple[int, int], *, inp_cap: int | None = None,
                      wgt_cap: int | None = None, out_cap: int | None = None) -> tuple[int, int, int, int]:
-    """Choose ``(kc, kr, th, tw)`` for one conv output block.
+    """Choose ``(kc, kr, th, tw)`` for one output block of a window operation (the pooling layers use it).
 
     ``kc`` input-channel blocks and ``kr`` kernel rows form one reduction chunk; ``th x tw`` is the output tile.
     The input tile ``kc x ih x iw`` must fit half the input buffer, ``kc * kr * kw`` weight entries half the
