@@ -549,7 +549,9 @@ class CodeGenerator:
         tiles = [(y0, tht, x0, twt) for y0, tht in _spans(Ho, th) for x0, twt in _spans(Wo, tw)]
         rec.tile = f"{th}x{tw}x{kc * B}" + (f" ({kr} kernel rows)" if kr < kh else "")
         if plan.order == "input":
-            rec.tile += f", input-stationary ({in_blocks * B} channels per input tile)"
+            resident = sum(k for *_, k in blocks) * kh * kw <= self.config.weight_entries
+            rec.note = (f"input-stationary: each input tile ({in_blocks * B} channels) serves all {n_ob} output "
+                        f"blocks; weights {'resident' if resident else 'reloaded per tile'}")
             steps = self._conv_input_stationary(layer, dense, blocks, tiles, kc, kr, in_lo, in_blocks)
         else:
             steps = self._conv_weight_stationary(layer, dense, blocks, tiles, kc, kr)
