@@ -85,3 +85,14 @@ def test_plan_counts_the_bytes_the_program_loads(netname, cfgname):
         assert sum(ins.n1 * ins.n2 * ins.len0 for ins in _loads(net, layer)) == plan.load_bytes, layer.name
         checked += 1
     assert checked >= 1
+
+
+@pytest.mark.parametrize("cfgname", CONFIGS)
+def test_resident_weights_are_loaded_once(cfgname):
+    """An input-stationary conv whose weights fit the weight buffer loads each weight byte once per frame."""
+    wf, net = _compile("loop_orders", cfgname)
+    resident = [layer for layer, _ in _conv_layers(wf, net).values() if layer.note.endswith("weights resident")]
+    assert resident
+    for layer in resident:
+        loaded = sum(ins.n1 * ins.n2 * ins.len0 for ins in _loads(net, layer) if ins.buffer == Buffer.WEIGHT)
+        assert loaded == layer.weight_bytes, layer.name
