@@ -10,7 +10,10 @@ software-pipelined over the two engines::
 so the DMA engine moves tile t+1 (and stores tile t-1) while the conv array computes tile t. The golden model's
 hazard check verifies that no two instructions on different engines between SYNCs touch the same buffer range.
 
-Where a conv layer is tiled: :meth:`CodeGenerator.conv` (tile choice in :func:`choose_conv_tile`).
+Where a conv layer is tiled: :meth:`CodeGenerator.conv`. :func:`plan_conv` chooses per layer the loop order
+(weight-stationary: output-channel blocks outermost; input-stationary: spatial tiles outermost, each input tile
+loaded once for all output blocks) and the tile that move the fewest DDR bytes; convs with one kernel row load only
+the input rows their stride uses. Pooling tiles come from :func:`choose_conv_tile`.
 
 The back end serves both number formats: int8 graphs come quantized (``compiler/quantize.py``); for the fp32
 processor :func:`lower_fp32` gives every hardware layer its float32 weights and a :class:`FloatPost` (bias,
@@ -32,12 +35,17 @@ from dlproc.processor.buffers import CONTROL_WORD_LAYOUT, MULT_WORD_LAYOUT, pack
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import EXTENT_BITS, LUT_ENTRIES, Buffer, GemmMode, Instruction, InstructionSet, Opcode
 
-__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "param_entry_bytes", "TilingError",
+__all__ = ["CodeGenerator", "LayerCode", "choose_conv_tile", "plan_conv", "ConvPlan", "param_entry_bytes",
+           "TilingError",
            "FloatPost", "lower_fp32"]
 
 MAX_EXTENT = (1 << EXTENT_BITS) - 1
 #: Fewest software-pipeline steps per conv layer (see :meth:`CodeGenerator.conv`).
 MIN_PIPELINE_STEPS = 4
+#: :func:`plan_conv` counts a contiguous DDR run shorter than this many AXI beats as if it were this long: the DMA
+#: keeps ``dma.MAX_OUTSTANDING`` (4) bursts in flight over a read round trip of about 30 cycles, so runs of one
+#: or two beats (a column of pixels) take about as long as runs of eight.
+MIN_RUN_BEATS = 8
 
 
 class TilingError(ValueError):
@@ -176,7 +184,7 @@ def _param_entry_fp32(config: ProcessorConfig, post: FloatPost, lo_ch: int, n_ch
 def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], stride: tuple[int, int],
                      dilation: tuple[int, int], out_hw: tuple[int, int], *, inp_cap: int | None = None,
                      wgt_cap: int | None = None, out_cap: int | None = None) -> tuple[int, int, int, int]:
-    """Choose ``(kc, kr, th, tw)`` for one conv output block.
+    """Choose ``(kc, kr, th, tw)`` for one output block of a window operation (the pooling layers use it).
 
     ``kc`` input-channel blocks and ``kr`` kernel rows form one reduction chunk; ``th x tw`` is the output tile.
     The input tile ``kc x ih x iw`` must fit half the input buffer, ``kc * kr * kw`` weight entries half the
@@ -218,6 +226,164 @@ def choose_conv_tile(config: ProcessorConfig, K: int, kernel: tuple[int, int], s
     kc = -(-K // -(-K // kc))  # balance the chunks: 8 blocks in chunks of at most 7 become 4 + 4, not 7 + 1
     kr = -(-kernel[0] // -(-kernel[0] // kr))
     return kc, kr, best[1], best[2]
+
+
+def _input_rows(out_rows: int, kernel_rows: int, stride: int, dilation: int) -> int:
+    """Input rows a tile of ``out_rows`` output rows reads for ``kernel_rows`` kernel rows.
+
+    With one kernel row the rows used are ``stride`` apart: only those are loaded (the LOAD's row stride is
+    ``stride`` DDR rows), so a strided 1x1 conv does not move the rows it skips.
+    """
+    if kernel_rows == 1:
+        return out_rows
+    return (out_rows - 1) * stride + (kernel_rows - 1) * dilation + 1
+
+
+def _spans(n: int, step: int) -> list[tuple[int, int]]:
+    """``(start, length)`` of the tiles of ``step`` covering ``range(n)``."""
+    return [(i, min(step, n - i)) for i in range(0, n, step)]
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """How one conv layer is tiled and in which loop order (chosen by :func:`plan_conv`).
+
+    Attributes
+    ----------
+    order : {"weight", "input"}
+        ``"weight"`` (weight-stationary): output-channel blocks outermost; a block's weights stay while its
+        spatial tiles stream by, and the input tile is re-read for every block. ``"input"`` (input-stationary):
+        spatial tiles outermost; an input tile holding the whole reduction is loaded once and used by every
+        output block; the weights stay resident when all blocks fit the weight buffer, else each block's
+        weights are reloaded per tile.
+    kc, kr : int
+        Input-channel blocks and kernel rows of one reduction chunk (one weight load, one GEMM).
+    th, tw : int
+        Output tile.
+    load_bytes : int
+        DDR bytes the layer's LOADs move (inputs, weights, per-channel parameters); stores are the same for
+        every plan.
+    cost : int
+        ``load_bytes`` with every input run shorter than :data:`MIN_RUN_BEATS` beats counted as that long.
+    steps : int
+        Software-pipeline steps (one GEMM each).
+    """
+
+    order: str
+    kc: int
+    kr: int
+    th: int
+    tw: int
+    load_bytes: int
+    cost: int
+    steps: int
+
+
+def plan_conv(config: ProcessorConfig, K: int, n_ob: int, kernel: tuple[int, int], stride: tuple[int, int],
+              dilation: tuple[int, int], out_hw: tuple[int, int], *, in_blocks: int | None = None) -> ConvPlan:
+    """The loop order and tile of a conv layer that move the fewest DDR bytes (ties: fewer steps).
+
+    Input runs (one row of an input tile, contiguous in DDR) shorter than :data:`MIN_RUN_BEATS` beats count as
+    that long, so a tile one pixel wide, which loads only the pixels a strided conv uses but in one-beat bursts,
+    is not preferred to whole rows the DMA streams at full rate.
+
+    Parameters
+    ----------
+    config : ProcessorConfig
+        Buffer depths and lanes.
+    K : int
+        Input-channel blocks in the reduction of one output-channel block.
+    n_ob : int
+        Output-channel blocks (``conv_oc_lanes`` channels each).
+    kernel, stride, dilation : tuple of int
+        ``(h, w)`` of the convolution.
+    out_hw : tuple of int
+        Output height and width.
+    in_blocks : int, optional
+        Input-channel blocks an input-stationary tile must hold for all output blocks (grouped convs: every
+        block of the input; default ``K``).
+
+    Returns
+    -------
+    ConvPlan
+        Every candidate of both orders is costed with the bytes its LOADs would move; half the input buffer
+        holds an input tile (double buffering), half the weight buffer a weight chunk, half the output buffer
+        an output tile. Raises :class:`TilingError` when no tile fits.
+    """
+    c = config
+    kh, kw = kernel
+    sh, sw = stride
+    dh, dw = dilation
+    Ho, Wo = out_hw
+    in_blocks = in_blocks or K
+    inp_cap, wgt_cap, out_cap = c.input_entries // 2, c.weight_entries // 2, c.acc_buffer_entries // 2
+    pix, went, pent = c.input_entry_bytes, c.weight_entry_bytes, c.param_entry_bytes
+    kr = kh if kh * kw <= wgt_cap else wgt_cap // kw
+    if kr < 1:
+        raise TilingError(f"one row of a {kh}x{kw} kernel needs {kw} weight entries; half the weight buffer holds "
+                          f"{wgt_cap}")
+    kr = -(-kh // -(-kh // kr))
+    row_chunks = _spans(kh, kr)
+    kc_max = min(K, wgt_cap // (kr * kw), MAX_EXTENT)
+    widths = sorted({min(Wo, MAX_EXTENT)} | {max(1, -(-Wo // d)) for d in (2, 3, 4, 6, 8, 16, 32, 64)}, reverse=True)
+    want = min(Ho * Wo, 16)  # avoid degenerate tiles: rather split the reduction than compute 1 pixel per GEMM
+    w_total = n_ob * K * kh * kw * went
+
+    min_run = MIN_RUN_BEATS * c.beat_bytes
+
+    def iw_of(tw: int) -> int:
+        return (tw - 1) * sw + (kw - 1) * dw + 1
+
+    def run_cost(iw: int) -> tuple[int, int]:   # bytes and cost of one input row
+        return iw * pix, max(iw * pix, min_run)
+
+    def tiles(th: int, tw: int) -> list[tuple[int, int]]:
+        return [(tht, twt) for _, tht in _spans(Ho, th) for _, twt in _spans(Wo, tw)]
+
+    def largest_th(rows_of, blocks: int, tw: int) -> int:
+        room = inp_cap // (blocks * iw_of(tw))
+        th = 0
+        for t in range(min(Ho, out_cap // tw, MAX_EXTENT), 0, -1):
+            if rows_of(t) <= room:
+                th = t
+                break
+        return -(-Ho // -(-Ho // th)) if th else 0   # balanced: same number of row tiles
+
+    candidates: list[ConvPlan] = []
+    kcs = []
+    kc = kc_max
+    while kc >= 1:
+        kcs.append(-(-K // -(-K // kc)))
+        kc //= 2
+    for kc in kcs:   # weight-stationary: input chunk kc x rows x iw per GEMM
+        chunks = [(min(kc, K - k), kyn) for k in range(0, K, kc) for _, kyn in row_chunks]
+        for tw in widths:
+            th = largest_th(lambda t: max(_input_rows(t, kyn, sh, dh) for _, kyn in row_chunks), kc, tw)
+            if th < 1:
+                continue
+            tl = tiles(th, tw)
+            runs = [(n_ob * kn * _input_rows(tht, kyn, sh, dh), run_cost(iw_of(twt)))
+                    for tht, twt in tl for kn, kyn in chunks]
+            rest = (w_total if len(chunks) == 1 else len(tl) * w_total) + n_ob * pent
+            candidates.append(ConvPlan("weight", kc, kr, th, tw, rest + sum(n * b for n, (b, _) in runs),
+                                       rest + sum(n * e for n, (_, e) in runs), len(tl) * n_ob * len(chunks)))
+    kc = kcs[0]   # input-stationary: the tile holds the whole reduction; weight chunks as large as they fit
+    n_chunks = -(-K // kc) * len(row_chunks)
+    resident_w = n_ob * K * kh * kw <= c.weight_entries
+    resident_p = n_ob <= c.param_buffer_entries
+    for tw in widths:
+        th = largest_th(lambda t: _input_rows(t, kh, sh, dh), in_blocks, tw)
+        if th < 1:
+            continue
+        tl = tiles(th, tw)
+        runs = [(in_blocks * _input_rows(tht, kh, sh, dh), run_cost(iw_of(twt))) for tht, twt in tl]
+        rest = (w_total if resident_w else len(tl) * w_total) + (n_ob * pent if resident_p else len(tl) * n_ob * pent)
+        candidates.append(ConvPlan("input", kc, kr, th, tw, rest + sum(n * b for n, (b, _) in runs),
+                                   rest + sum(n * e for n, (_, e) in runs), len(tl) * n_ob * n_chunks))
+    if not candidates:
+        raise TilingError(f"no tile of a {kh}x{kw} conv fits the input buffer ({inp_cap} entries per half)")
+    good = [p for p in candidates if p.th * p.tw >= want] or candidates
+    return min(good, key=lambda p: (p.cost, p.steps, p.order != "weight"))
 
 
 class CodeGenerator:
@@ -366,15 +532,19 @@ class CodeGenerator:
         return records
 
     def conv(self, layer: Layer, rec: LayerCode) -> None:
-        """A convolution (dense, grouped or depthwise) with bias, requantization and activation."""
+        """A convolution (dense, grouped or depthwise) with bias, requantization and activation.
+
+        The loop order and tile come from :func:`plan_conv` (fewest DDR bytes): weight-stationary (output blocks
+        outermost, :meth:`_conv_weight_stationary`) or input-stationary (spatial tiles outermost,
+        :meth:`_conv_input_stationary`).
+        """
         q = layer.quant
         inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
-        B, co, S, eb = self.B, self.co, self.S, self.eb
+        B, co = self.B, self.co
         OC, ICg, kh, kw = q.weight.shape
         g = layer.attrs.get("group", 1)
         sh, sw = layer.attrs.get("stride", (1, 1))
         dh, dw = layer.attrs.get("dilation", (1, 1))
-        pt, pl = layer.attrs.get("pads", (0, 0, 0, 0))[:2]
         Ho, Wo = outv.height, outv.width
         OCg = OC // g
         n_ob = -(-OC // co)
@@ -382,66 +552,168 @@ class CodeGenerator:
         for gi in range(g):
             dense[gi * OCg:(gi + 1) * OCg, gi * ICg:(gi + 1) * ICg] = q.weight[gi * OCg:(gi + 1) * OCg]
         rec.macs = Ho * Wo * OC * ICg * kh * kw
-        steps: list[_Step] = []
-        tiles_desc = set()
+        blocks = []   # per output block: (first channel, end channel, first input block, input blocks)
         for ob in range(n_ob):
             oc0, oc1 = ob * co, min(OC, ob * co + co)
             ic_lo, ic_hi = (oc0 // OCg) * ICg, ((oc1 - 1) // OCg + 1) * ICg
             kb0, kb1 = ic_lo // B, -(-ic_hi // B)
-            K = kb1 - kb0
-            kc, kr, th, tw = choose_conv_tile(self.config, K, (kh, kw), (sh, sw), (dh, dw), (Ho, Wo))
-            n_chunks = -(-K // kc) * -(-kh // kr)
-            steps_per_ob = -(-Ho // th) * -(-Wo // tw) * n_chunks
-            if n_ob * steps_per_ob < MIN_PIPELINE_STEPS and Ho > 1:
-                # a layer that fits in one tile would leave its loads and stores exposed: split its rows so the
-                # DMA streams tile t+1 and stores tile t-1 while the array computes tile t
-                want = -(-MIN_PIPELINE_STEPS // (n_ob * n_chunks * -(-Wo // tw)))
-                th = max(1, -(-Ho // min(want, Ho)))
-            tiles_desc.add(f"{th}x{tw}x{kc * B}" + (f" ({kr} kernel rows)" if kr < kh else ""))
-            chunks = [(k, min(kc, K - k), r, min(kr, kh - r)) for k in range(0, K, kc) for r in range(0, kh, kr)]
+            blocks.append((oc0, oc1, kb0, kb1 - kb0))
+        K = max(k for *_, k in blocks)
+        in_lo = min(kb0 for _, _, kb0, _ in blocks)
+        in_blocks = max(kb0 + k for _, _, kb0, k in blocks) - in_lo
+        plan = plan_conv(self.config, K, n_ob, (kh, kw), (sh, sw), (dh, dw), (Ho, Wo), in_blocks=in_blocks)
+        kc, kr, th, tw = plan.kc, plan.kr, plan.th, plan.tw
+        n_chunks = -(-K // kc) * -(-kh // kr)
+        if plan.steps < MIN_PIPELINE_STEPS and Ho > 1:
+            # a layer that fits in one tile would leave its loads and stores exposed: split its rows so the
+            # DMA streams tile t+1 and stores tile t-1 while the array computes tile t
+            want = -(-MIN_PIPELINE_STEPS // (n_ob * n_chunks * -(-Wo // tw)))
+            th = max(1, -(-Ho // min(want, Ho)))
+        tiles = [(y0, tht, x0, twt) for y0, tht in _spans(Ho, th) for x0, twt in _spans(Wo, tw)]
+        rec.tile = f"{th}x{tw}x{kc * B}" + (f" ({kr} kernel rows)" if kr < kh else "")
+        if plan.order == "input":
+            resident = sum(k for *_, k in blocks) * kh * kw <= self.config.weight_entries
+            rec.note = (f"input-stationary: each input tile ({in_blocks * B} channels) serves all {n_ob} output "
+                        f"blocks; weights {'resident' if resident else 'reloaded per tile'}")
+            steps = self._conv_input_stationary(layer, dense, blocks, tiles, kc, kr, in_lo, in_blocks)
+        else:
+            steps = self._conv_weight_stationary(layer, dense, blocks, tiles, kc, kr)
+        rec.tiles = len(steps)
+        self._run_steps(steps)
+
+    def _conv_geometry(self, layer: Layer) -> tuple:
+        a = layer.attrs
+        return (*a.get("stride", (1, 1)), *a.get("dilation", (1, 1)), *a.get("pads", (0, 0, 0, 0))[:2])
+
+    def _conv_weight_load(self, layer: Layer, dense: np.ndarray, ob: int, kb: int, kn: int, ky0: int, kyn: int,
+                          slot: int) -> Instruction:
+        """LOAD of the weights of output block ``ob``, input blocks ``kb .. kb+kn-1``, kernel rows ``ky0 ..``."""
+        B, co = self.B, self.co
+        kw = dense.shape[3]
+        blk = dense[ob * co:ob * co + co, kb * B:(kb + kn) * B, ky0:ky0 + kyn]
+        blk = blk.reshape(co, kn, B, kyn, kw).transpose(1, 3, 4, 0, 2)
+        woff = self.add_blob(np.ascontiguousarray(blk).tobytes(), key=("w", layer.name, ob, kb, kn, ky0, kyn))
+        return self._load(Buffer.WEIGHT, slot, woff, kn * kyn * kw * self.config.weight_entry_bytes)
+
+    def _conv_input_load(self, inv: TensorView, base: int, kb: int, kn: int, y: int, x: int, rows: int, iw: int,
+                         row_step: int) -> Instruction:
+        """LOAD of ``kn`` channel blocks x ``rows`` rows (``row_step`` DDR rows apart) x ``iw`` pixels."""
+        return self._load(Buffer.INPUT, base, inv.addr(kb, y, x), iw * self.B * self.eb, rows,
+                          inv.row_stride * row_step, kn, inv.plane_stride)
+
+    def _conv_weight_stationary(self, layer: Layer, dense: np.ndarray, blocks: list, tiles: list, kc: int,
+                                kr: int) -> list[_Step]:
+        """Output blocks outermost: each block's weights (one chunk) stay while its tiles stream by."""
+        inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
+        S = self.S
+        kh, kw = dense.shape[2:]
+        sh, sw, dh, dw, pt, pl = self._conv_geometry(layer)
+        steps = []
+        for ob, (oc0, oc1, kb0, K) in enumerate(blocks):
+            chunks = [(k, kn, r, kyn) for k, kn in _spans(K, kc) for r, kyn in _spans(kh, kr)]
             par_off = self._params(layer, oc0, oc1 - oc0)
             par_slot = None
             wgt_slot = None
-            for y0 in range(0, Ho, th):
-                tht = min(th, Ho - y0)
-                for x0 in range(0, Wo, tw):
-                    twt = min(tw, Wo - x0)
-                    iw = (twt - 1) * sw + (kw - 1) * dw + 1
-                    out_base = None
-                    for ci, (k0, kn, ky0, kyn) in enumerate(chunks):
-                        ih = (tht - 1) * sh + (kyn - 1) * dh + 1
-                        step = _Step()
-                        inp_base = self._next_inp()
-                        step.loads.append(self._load(Buffer.INPUT, inp_base,
-                                                     inv.addr(kb0 + k0, y0 * sh - pt + ky0 * dh, x0 * sw - pl),
-                                                     iw * B * eb, ih, inv.row_stride, kn, inv.plane_stride))
-                        if len(chunks) > 1 or wgt_slot is None:
-                            wkey = ("w", layer.name, ob, k0, kn, ky0, kyn)
-                            blk = dense[oc0:oc0 + co, (kb0 + k0) * B:(kb0 + k0 + kn) * B, ky0:ky0 + kyn]
-                            blk = blk.reshape(co, kn, B, kyn, kw).transpose(1, 3, 4, 0, 2)
-                            woff = self.add_blob(np.ascontiguousarray(blk).tobytes(), key=wkey)
-                            wgt_slot = self._next_wgt()
-                            step.loads.append(self._load(Buffer.WEIGHT, wgt_slot, woff,
-                                                         kn * kyn * kw * self.config.weight_entry_bytes))
-                        if par_slot is None:
-                            par_slot = self._next_par()
-                            step.loads.append(self._load(Buffer.PARAM, par_slot, par_off,
-                                                         self.config.param_entry_bytes))
-                        last = ci == len(chunks) - 1
-                        if last:
-                            out_base = self._next_out()
-                        step.gemms.append(self.isa.Gemm(mode=GemmMode.MAC, overwrite=ci == 0, finalize=last,
-                                                        acc_base=0, out_base=out_base or 0, inp_base=inp_base,
-                                                        wgt_base=wgt_slot, param_addr=par_slot, r0=kn, r1=kyn, r2=kw,
-                                                        s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw, ri2=dw,
-                                                        si0=sh * iw, si1=sw))
-                        if last:
-                            nsb = min(S, outv.blocks - ob * S)
-                            step.stores.append(self._store(outv, ob * S, y0, x0, out_base, twt, tht, twt, nsb))
-                        steps.append(step)
-        rec.tiles = len(steps)
-        rec.tile = ", ".join(sorted(tiles_desc))
-        self._run_steps(steps)
+            for y0, tht, x0, twt in tiles:
+                iw = (twt - 1) * sw + (kw - 1) * dw + 1
+                out_base = None
+                for ci, (k0, kn, ky0, kyn) in enumerate(chunks):
+                    ih = _input_rows(tht, kyn, sh, dh)
+                    row_step = sh if kyn == 1 else 1   # one kernel row: load only the rows it uses
+                    step = _Step()
+                    inp_base = self._next_inp()
+                    step.loads.append(self._conv_input_load(inv, inp_base, kb0 + k0, kn, y0 * sh - pt + ky0 * dh,
+                                                            x0 * sw - pl, ih, iw, row_step))
+                    if len(chunks) > 1 or wgt_slot is None:
+                        wgt_slot = self._next_wgt()
+                        step.loads.append(self._conv_weight_load(layer, dense, ob, kb0 + k0, kn, ky0, kyn, wgt_slot))
+                    if par_slot is None:
+                        par_slot = self._next_par()
+                        step.loads.append(self._load(Buffer.PARAM, par_slot, par_off, self.config.param_entry_bytes))
+                    last = ci == len(chunks) - 1
+                    if last:
+                        out_base = self._next_out()
+                    step.gemms.append(self.isa.Gemm(mode=GemmMode.MAC, overwrite=ci == 0, finalize=last,
+                                                    acc_base=0, out_base=out_base or 0, inp_base=inp_base,
+                                                    wgt_base=wgt_slot, param_addr=par_slot, r0=kn, r1=kyn, r2=kw,
+                                                    s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw, ri2=dw,
+                                                    si0=sh * iw // row_step, si1=sw))
+                    if last:
+                        nsb = min(S, outv.blocks - ob * S)
+                        step.stores.append(self._store(outv, ob * S, y0, x0, out_base, twt, tht, twt, nsb))
+                    steps.append(step)
+        return steps
+
+    def _conv_input_stationary(self, layer: Layer, dense: np.ndarray, blocks: list, tiles: list, kc: int, kr: int,
+                               in_lo: int, in_blocks: int) -> list[_Step]:
+        """Spatial tiles outermost: one input tile (the whole reduction) serves every output block.
+
+        The weights of all blocks stay resident (loaded during the first tile, each chunk at its own place in
+        the whole weight buffer) when they fit it, and likewise one parameter entry per block; otherwise they
+        alternate between the buffer halves step by step. The input tile of tile ``t+1`` is loaded while the
+        array computes the second step of tile ``t`` (its other half was last read by tile ``t-1``).
+        """
+        c = self.config
+        inv, outv = self.views[layer.inputs[0]], self.views[layer.output]
+        S = self.S
+        kh, kw = dense.shape[2:]
+        sh, sw, dh, dw, pt, pl = self._conv_geometry(layer)
+        chunks_of = [[(k, kn, r, kyn) for k, kn in _spans(K, kc) for r, kyn in _spans(kh, kr)]
+                     for _, _, _, K in blocks]
+        resident_w = sum(K for *_, K in blocks) * kh * kw <= c.weight_entries
+        resident_p = len(blocks) <= c.param_buffer_entries
+        w_slots: dict[tuple[int, int], int] = {}
+        w_next = 0
+        p_slots: dict[int, int] = {}
+        row_step = sh if kh == 1 else 1   # a 1-row kernel: load only the rows it uses
+        steps: list[_Step] = []
+        tile_loads = []   # (first step of the tile, its input LOAD)
+        for y0, tht, x0, twt in tiles:
+            iw = (twt - 1) * sw + (kw - 1) * dw + 1
+            ih = _input_rows(tht, kh, sh, dh)
+            inp_base = self._next_inp()
+            tile_loads.append((len(steps), self._conv_input_load(inv, inp_base, in_lo, in_blocks, y0 * sh - pt,
+                                                                 x0 * sw - pl, ih, iw, row_step)))
+            for ob, (oc0, oc1, kb0, _) in enumerate(blocks):
+                chunks = chunks_of[ob]
+                out_base = None
+                par_slot = 0
+                for ci, (k0, kn, ky0, kyn) in enumerate(chunks):
+                    step = _Step()
+                    if not resident_w:
+                        wgt_slot = self._next_wgt()
+                        step.loads.append(self._conv_weight_load(layer, dense, ob, kb0 + k0, kn, ky0, kyn, wgt_slot))
+                    elif (ob, ci) in w_slots:
+                        wgt_slot = w_slots[ob, ci]
+                    else:
+                        wgt_slot = w_slots[ob, ci] = w_next
+                        w_next += kn * kyn * kw
+                        step.loads.append(self._conv_weight_load(layer, dense, ob, kb0 + k0, kn, ky0, kyn, wgt_slot))
+                    if ci == 0:
+                        if not resident_p or ob not in p_slots:
+                            par_slot = self._next_par() if not resident_p else ob
+                            p_slots[ob] = par_slot
+                            step.loads.append(self._load(Buffer.PARAM, par_slot,
+                                                         self._params(layer, oc0, oc1 - oc0), c.param_entry_bytes))
+                        par_slot = p_slots[ob]
+                    last = ci == len(chunks) - 1
+                    if last:
+                        out_base = self._next_out()
+                    step.gemms.append(self.isa.Gemm(mode=GemmMode.MAC, overwrite=ci == 0, finalize=last,
+                                                    acc_base=0, out_base=out_base or 0,
+                                                    inp_base=inp_base + (kb0 - in_lo + k0) * ih * iw + ky0 * dh * iw,
+                                                    wgt_base=wgt_slot, param_addr=par_slot, r0=kn, r1=kyn, r2=kw,
+                                                    s0=tht, s1=twt, ri0=ih * iw, ri1=dh * iw, ri2=dw,
+                                                    si0=sh * iw // row_step, si1=sw))
+                    if last:
+                        nsb = min(S, outv.blocks - ob * S)
+                        step.stores.append(self._store(outv, ob * S, y0, x0, out_base, twt, tht, twt, nsb))
+                    steps.append(step)
+        for t, (first, load) in enumerate(tile_loads):
+            # tile 0 with the first step; tile t+1 one step into tile t, so it streams while tile t computes
+            at = first if t == 0 else min(first, tile_loads[t - 1][0] + 1)
+            steps[at].loads.insert(0, load)
+        return steps
 
     def _pool(self, layer: Layer, rec: LayerCode, mode: GemmMode) -> None:
         inv, outv = self.views[layer.inputs[0]], self.views[layer.output]

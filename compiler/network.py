@@ -147,6 +147,8 @@ class CompiledNetwork:
                          f"{layer.macs:>12,} {_fmt_bytes(layer.weight_bytes):>10} {layer.instr_count:>7}")
             if layer.target == "host" and layer.note:
                 lines.append(f"{'':>5}host: {layer.note}")
+            elif layer.note.startswith("input-stationary"):
+                lines.append(f"{'':>5}{layer.note}")
         lines += ["", f"DDR memory map (window base {c.ddr_base:#x}, size {_fmt_bytes(c.ddr_size)}):",
                   f"  {'region':<32} {'kind':<13} {'offset':>12} {'size':>11}"]
         for r in self.regions:

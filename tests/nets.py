@@ -317,6 +317,20 @@ def bn_opset13() -> Net:
     return b.model([b.gemm(x, 13, 10)], opset=13), (1, 8, 12, 12)
 
 
+def loop_orders() -> Net:
+    """Conv layers for both loop orders of the code generator (``plan_conv``): many output-channel blocks on one
+    input (input-stationary), strided 1x1 convs (stride 2 and 3: only the rows used are loaded), 5x5 kernels
+    whose weights are split into chunks (in both orders on small_int8)."""
+    b = NetBuilder("loop_orders", (1, 13, 15, 17), seed=16)
+    x = b.relu(b.conv("input", 13, 40, 3))
+    y = b.relu(b.conv(x, 40, 24, 1, stride=2))
+    w = b.conv(x, 40, 24, 5, stride=2, pad=2)
+    x = b.relu(b.node("Add", [y, w]))
+    x = b.relu(b.conv(x, 24, 40, 5))
+    x = b.conv(x, 40, 16, 1, stride=3)
+    return b.model([x]), (1, 13, 15, 17)
+
+
 ALL_NETS: dict[str, Callable[[], Net]] = {f.__name__: f for f in (
     conv_kernels, conv_padding, grouped_depthwise, bn_fold, activations, pooling, residual, concat, classifier,
-    matmul_add, large_conv, host_ops, mlp, unnamed_globalmax, bn_opset13)}
+    matmul_add, large_conv, host_ops, mlp, unnamed_globalmax, bn_opset13, loop_orders)}
