@@ -268,6 +268,9 @@ class ResourceReport:
             lines.append(f"BRAM36 by memory: {mems}")
         verdict = "fits" if self.fits else f"does NOT fit ({self.bottleneck} at {util[self.bottleneck] * 100:.0f}%)"
         lines.append(f"=> {verdict} on {board.name}")
+        from dlproc.boards.timing import timing_status
+
+        lines.append(f"Clock: {timing_status(cfg)}")
         return "\n".join(lines)
 
 

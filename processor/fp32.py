@@ -87,6 +87,12 @@ def _leading_zeros(value, width: int):
     return ~value[:width].any(), count
 
 
+def _clamped_difference(x, y, limit: int):
+    """``min(x - y, limit)`` of two unsigned exponent fields with ``x >= y`` when it matters (combinational)."""
+    diff_value = (x - y)[:len(x)]
+    return Mux(diff_value > limit, limit, diff_value)
+
+
 class _Operand:
     """Fields and classes of one binary32 input, with subnormals flushed to zero."""
 
@@ -118,8 +124,8 @@ def _pack(m: Module, *, sign, exp, mant, nan, inf, zero, name: str) -> Signal:
 class FpMul(wiring.Component):
     """binary32 multiplier, ``y = a * b`` rounded to nearest even, fully pipelined.
 
-    Stages: (1) unpack, classify, exponent sum; (2) 24 x 24 mantissa product; (3) product register (the DSP48E2
-    output register); (4) normalize by one bit, round, pack.
+    Stages: (1) unpack, classify, exponent sum; (2) 24 x 24 mantissa product (registered in the DSP48E2);
+    (3) normalize by one bit: select the 24 mantissa bits, the guard bit and the sticky bit; (4) round, pack.
 
     Members
     -------
@@ -151,24 +157,30 @@ class FpMul(wiring.Component):
             ma1.eq(a.mant), mb1.eq(b.mant), exp1.eq(a.exp + b.exp - 127),
         ]
 
-        # Stages 2 and 3: the product (exact, 48 bits, in [2**46, 2**48) for normal operands).
-        prod2, prod3 = Signal(48), Signal(48)
+        # Stage 2: the product (exact, 48 bits, in [2**46, 2**48) for normal operands).
+        prod2 = Signal(48)
         flags = Cat(sign1, nan1, inf1, zero1)
         flags2, flags3 = Signal(4), Signal(4)
         exp2, exp3 = Signal(signed(11)), Signal(signed(11))
-        m.d.sync += [prod2.eq(ma1 * mb1), flags2.eq(flags), exp2.eq(exp1),
-                     prod3.eq(prod2), flags3.eq(flags2), exp3.eq(exp2)]
+        m.d.sync += [prod2.eq(ma1 * mb1), flags2.eq(flags), exp2.eq(exp1)]
 
-        # Stage 4: normalize (the product has its leading one in bit 47 or 46), round to nearest even, pack.
-        top = prod3[47]
-        mant = Mux(top, prod3[24:48], prod3[23:47])
-        guard = Mux(top, prod3[23], prod3[22])
-        sticky = Mux(top, prod3[:23].any(), prod3[:22].any())
+        # Stage 3: normalize (the product has its leading one in bit 47 or 46): mantissa, guard and sticky bits.
+        # (This stage used to be a second product register with the normalization in stage 4: 6.9 ns there under
+        # the timing check's model, docs/timing.md; moving it here keeps the latency and the results.)
+        top3, guard3, sticky3 = Signal(), Signal(), Signal()
+        mant3 = Signal(24)
+        top = prod2[47]
+        m.d.sync += [top3.eq(top), mant3.eq(Mux(top, prod2[24:48], prod2[23:47])),
+                     guard3.eq(Mux(top, prod2[23], prod2[22])),
+                     sticky3.eq(Mux(top, prod2[:23].any(), prod2[:22].any())),
+                     flags3.eq(flags2), exp3.eq(exp2)]
+
+        # Stage 4: round to nearest even, pack.
         rounded = Signal(25)
-        m.d.comb += rounded.eq(mant + (guard & (sticky | mant[0])))
+        m.d.comb += rounded.eq(mant3 + (guard3 & (sticky3 | mant3[0])))
         carry = rounded[24]
         exp = Signal(signed(12))
-        m.d.comb += exp.eq(exp3 + top + carry)
+        m.d.comb += exp.eq(exp3 + top3 + carry)
         word = _pack(m, sign=flags3[0], exp=exp, mant=Mux(carry, rounded[1:25], rounded[:24]), nan=flags3[1],
                      inf=flags3[2], zero=flags3[3], name="word")
         m.d.sync += self.y.eq(word)
@@ -178,11 +190,11 @@ class FpMul(wiring.Component):
 class FpAdd(wiring.Component):
     """binary32 adder, ``y = a + b`` rounded to nearest even, fully pipelined.
 
-    The operand of larger magnitude is ``big``. Stages: (1) unpack, compare magnitudes, swap, exponent difference;
-    (2) align the smaller mantissa with guard, round and sticky bits; (3) add or subtract; (4) normalize (leading
-    zero count and shift); (5) round, pack. Three extra bits below the mantissa suffice for a correctly rounded
-    result: bits are only dropped in the alignment when the exponents differ by 2 or more, and then the
-    normalization shifts left by at most one bit.
+    The operand of larger magnitude is ``big``. Stages: (1) unpack, compare magnitudes, swap, alignment shift
+    (the exponent difference, clamped); (2) align the smaller mantissa with guard, round and sticky bits; (3) add or
+    subtract, and count the leading zeros of the sum; (4) normalize (shift); (5) round, pack. Three extra bits
+    below the mantissa suffice for a correctly rounded result: bits are only dropped in the alignment when the
+    exponents differ by 2 or more, and then the normalization shifts left by at most one bit.
 
     Members
     -------
@@ -209,14 +221,15 @@ class FpAdd(wiring.Component):
         sign1, sub1 = Signal(), Signal()
         exp1 = Signal(8)
         big1, small1 = Signal(24), Signal(24)
-        diff1 = Signal(8)
+        shift1 = Signal(range(W + 1))
         nan1, inf1, inf_sign1, both_zero1, zero_sign1 = Signal(), Signal(), Signal(), Signal(), Signal()
         m.d.sync += [
             sign1.eq(Mux(a_big, a.sign, b.sign)), sub1.eq(a.sign ^ b.sign),
             exp1.eq(Mux(a_big, a.exp, b.exp)),
             big1.eq(Mux(a_big, a.mant, b.mant)), small1.eq(Mux(a_big, b.mant, a.mant)),
-            # a flushed zero has exponent field 0 and mantissa 0: its alignment does not matter
-            diff1.eq(Mux(a_big, a.exp - b.exp, b.exp - a.exp)),
+            # a flushed zero has exponent field 0 and mantissa 0: its alignment does not matter. Both differences
+            # are clamped to W in parallel with the magnitude compare, which then only selects one of them.
+            shift1.eq(Mux(a_big, _clamped_difference(a.exp, b.exp, W), _clamped_difference(b.exp, a.exp, W))),
             nan1.eq(a.nan | b.nan | (a.inf & b.inf & (a.sign != b.sign))),
             inf1.eq(a.inf | b.inf), inf_sign1.eq(Mux(a.inf, a.sign, b.sign)),
             both_zero1.eq(a.zero & b.zero), zero_sign1.eq(a.sign & b.sign),
@@ -224,7 +237,7 @@ class FpAdd(wiring.Component):
         flags1 = Cat(sign1, sub1, nan1, inf1, inf_sign1, both_zero1, zero_sign1)
 
         # Stage 2: align the smaller operand; bits shifted out are ORed into the lowest (sticky) bit.
-        shift = Mux(diff1 > W, W, diff1[:5])
+        shift = shift1
         small_ext = Cat(Const(0, 3), small1)
         shifted = Signal(W)
         m.d.comb += shifted.eq(small_ext >> shift)
@@ -234,14 +247,18 @@ class FpAdd(wiring.Component):
         flags2 = Signal(len(flags1))
         m.d.sync += [big2.eq(Cat(Const(0, 3), big1)), aligned2.eq(shifted | lost), exp2.eq(exp1), flags2.eq(flags1)]
 
-        # Stage 3: add or subtract (|big| >= |small|, so the difference is never negative).
+        # Stage 3: add or subtract (|big| >= |small|, so the difference is never negative); the leading zeros of
+        # the sum are counted here too (they were counted in stage 4, which then held 11 LUT levels).
         sum3 = Signal(W + 1)
         exp3 = Signal(8)
         flags3 = Signal(len(flags1))
-        m.d.sync += [sum3.eq(Mux(flags2[1], big2 - aligned2, big2 + aligned2)), exp3.eq(exp2), flags3.eq(flags2)]
+        total = Signal(W + 1)
+        m.d.comb += total.eq(Mux(flags2[1], big2 - aligned2, big2 + aligned2))
+        zeros_total, count_total = _leading_zeros(total, W)
+        zeros, count = Signal(), Signal(len(count_total))
+        m.d.sync += [sum3.eq(total), exp3.eq(exp2), flags3.eq(flags2), zeros.eq(zeros_total), count.eq(count_total)]
 
         # Stage 4: normalize so the leading one is in bit W-1.
-        zeros, count = _leading_zeros(sum3, W)
         norm4 = Signal(W)
         exp4 = Signal(signed(10))
         zero4 = Signal()

@@ -1,7 +1,7 @@
 """The ``dlproc`` command line: thin glue over the Python API.
 
 Subcommands: ``presets``, ``compile``, ``run``, ``quantize``, ``compare``, ``generate``, ``estimate``, ``resources``,
-``build``, ``board check``.
+``timing``, ``build``, ``board check``.
 Errors a user can act on (bad model, bad configuration, wrong shapes, processor errors) print one line and exit
 with status 2; no traceback.
 """
@@ -222,6 +222,26 @@ def cmd_resources(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_timing(args: argparse.Namespace) -> int:
+    """``dlproc timing``: worst paths and estimated fmax per module; exit status 1 when ``clock_mhz`` fails."""
+    from dlproc.boards.timing import check_timing
+
+    config = _config(args.processor)
+    report = check_timing(config, args.module or None,
+                          progress=lambda m: print(f"  synthesizing / analysing {m} ...", file=sys.stderr, flush=True))
+    print(report.format(paths_per_module=args.paths))
+    return 0 if report.passes else 1
+
+
+def _add_timing_parser(sub) -> None:
+    s = sub.add_parser("timing", help="estimate register-to-register delays and fmax (Yosys + UltraScale+ model)")
+    s.add_argument("--processor", default="zcu102_int8", help="preset name or JSON file (default zcu102_int8)")
+    s.add_argument("--module", action="append", help="analyse only this module (repeatable): csr, fetch, dispatch, "
+                   "rd_arb, dma, engine, fc (fp32: also fpadd, fpmul)")
+    s.add_argument("--paths", type=int, default=3, help="worst paths shown per module (default 3)")
+    s.set_defaults(func=cmd_timing)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from dlproc.boards.vivado import write_build_plan
 
@@ -377,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--poll", action="store_true", help="poll STATUS instead of waiting for the interrupt")
     c.add_argument("--root", help=argparse.SUPPRESS)   # a copied or fake /sys, /proc, /dev tree (tests)
     c.set_defaults(func=cmd_board_check, target="fpga")
+    _add_timing_parser(sub)
 
     s = sub.add_parser("build", help="write (and run, if Vivado is available) the bitstream build plan")
     s.add_argument("--board", default="zcu102")

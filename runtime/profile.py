@@ -220,6 +220,7 @@ class Profile:
         if busy:
             lines.append("* busy: share of the layer's cycles the compute engine (GEMM, POST) and the DMA engine "
                          "(LOAD, STORE, FC) were busy; they overlap when tiles are pipelined.")
+        lines.append(f"* Timing: {_timing_status(c)}.")
         for note in self.notes:
             lines.append(f"* {note}")
         return "\n".join(lines)
@@ -384,6 +385,12 @@ class Profile:
                                     "otherData": {"schema": PROFILE_SCHEMA, "source": self.source,
                                                   "target": self.target, "clock_mhz": self.clock_mhz}}))
         return path
+
+
+def _timing_status(config) -> str:
+    from dlproc.boards.timing import timing_status
+
+    return timing_status(config)
 
 
 def add_layer_cycles(events: list[tuple[int, int]], into: dict[int, float]) -> None:

@@ -69,7 +69,7 @@ def test_build_tcl_block_design(plan) -> None:
         "xilinx.com:zcu102:part0:3.4", "-part $part", "xczu9eg-ffvb1156-2-e",
         "xilinx.com:ip:zynq_ultra_ps_e", 'apply_board_preset "1"', "xilinx.com:ip:proc_sys_reset",
         "create_bd_cell -type module -reference dlproc_bd dlproc_0", "xilinx.com:ip:smartconnect",
-        "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {100}", "CONFIG.PSU__USE__S_AXI_GP3 {1}",
+        f"CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{TINY.clock_mhz:g}}}", "CONFIG.PSU__USE__S_AXI_GP3 {1}",
         "CONFIG.PSU__USE__S_AXI_GP2 {0}", "CONFIG.PSU__SAXIGP3__DATA_WIDTH {32}", "CONFIG.PSU__USE__IRQ0 {1}",
         "CONFIG.PSU__MAXIGP0__DATA_WIDTH {128}", "M_AXI_HPM0_FPD", "zynq_ultra_ps_e_0/S_AXI_HP1_FPD",
         "zynq_ultra_ps_e_0/saxihp1_fpd_aclk", "zynq_ultra_ps_e_0/SAXIGP3/HP1_$seg", "foreach seg {DDR_LOW DDR_HIGH}",
@@ -90,12 +90,14 @@ def test_build_tcl_block_design(plan) -> None:
                             verilog="module dlproc_top(); endmodule\n")
     wide_tcl = wide.paths["tcl"].read_text()
     assert "CONFIG.PSU__SAXIGP3__DATA_WIDTH {128}" in wide_tcl
-    assert "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {250}" in wide_tcl
+    wide_mhz = ProcessorConfig.preset("zcu102_int8").clock_mhz
+    assert f"CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{wide_mhz:g}}}" in wide_tcl
 
 
 def test_readme_and_overlay(plan) -> None:
     readme = plan.paths["readme"].read_text()
-    for needle in ["xczu9eg-ffvb1156-2-e", "zynq_ultra_ps_e", "100 MHz", "0xA0000000", "S_AXI_HP1_FPD", "cma=",
+    for needle in ["xczu9eg-ffvb1156-2-e", "zynq_ultra_ps_e", f"{TINY.clock_mhz:g} MHz", "0xA0000000", "S_AXI_HP1_FPD",
+                   "cma=",
                    "pl_ps_irq0", "fpgautil -b", "xmutil", "dlproc run BUNDLE --target fpga", TINY.hardware_hash]:
         assert needle in readme, needle
     dtso = plan.paths["overlay"].read_text()
@@ -105,6 +107,13 @@ def test_readme_and_overlay(plan) -> None:
         assert needle in dtso, needle
     xdc = plan.paths["xdc"].read_text()
     assert "pl_clk0" in xdc and "BITSTREAM.GENERAL.COMPRESS" in xdc
+    # The clock constraint is the configuration's clock (the PS IP creates pl_clk0 at that frequency), and the
+    # build fails on negative slack before the bitstream is copied out.
+    tcl = plan.paths["tcl"].read_text()
+    assert f"PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{TINY.clock_mhz:g}}}" in tcl
+    gate = tcl.index("if {$wns < 0 || $whs < 0}")
+    assert tcl.index("STATS.WNS") < gate < tcl.index("file copy -force")
+    assert 'error "dlproc: timing not met' in tcl[gate:]
 
 
 # What Xilinx's device-tree generator emits for a ZynqMP PL overlay of a board-preset design (every S_AXI port and
