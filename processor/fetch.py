@@ -9,6 +9,10 @@ instruction fetch. Each FIFO entry is one instruction word plus a fault code:
   a ``DDR_WINDOW`` entry in its place (after every earlier instruction) and stops. The dispatcher reports it only
   when that instruction is due, so ``ERROR_PC`` is the golden model's.
 * an instruction read with SLVERR or DECERR on any of its beats is queued with ``AXI_READ_ERROR``.
+* every other word passes the :class:`~.checker.InstructionChecker` pipeline on its way into the FIFO and is
+  queued with its verdict (``ILLEGAL_OPCODE``, ``ILLEGAL_FIELD`` or ``NONE``), :data:`~.checker.CHECK_LATENCY`
+  cycles after its last beat. Words inside that pipeline count as requested (``in_flight``), so the FIFO always
+  has room for them.
 
 A START flushes the FIFO; read data of bursts issued before it (a previous, stopped run) is drained and dropped
 before the first new request, so a run never sees a stale word.
@@ -23,7 +27,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI_PAGE_BYTES, MAX_BURST_BEATS, RESP_OKAY
-from .checker import ERROR_CODE_SHAPE
+from .checker import ERROR_CODE_SHAPE, InstructionChecker
 from .config import INSTRUCTION_BYTES, ProcessorConfig
 from .isa import INSTRUCTION_BITS, ErrorCode
 
@@ -213,16 +217,23 @@ class FetchUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [beat_index.eq(beat_index + 1), beat_error.eq(word_error)]
 
+        # Assembled words of the current run go through the checker's pipeline into the FIFO; words leaving it
+        # while an earlier run is drained (a START came while they were inside) are dropped.
+        m.submodules.checker = checker = InstructionChecker(config=cfg)
+        draining = Signal()
+        m.d.comb += [checker.valid.eq(word_done & push), checker.word.eq(word),
+                     checker.fault.eq(Mux(word_error, ErrorCode.AXI_READ_ERROR, ErrorCode.NONE))]
         fault_push = Signal()
-        m.d.comb += fifo.w_en.eq((word_done & push) | fault_push)
+        m.d.comb += fifo.w_en.eq((checker.out_valid & ~draining) | fault_push)
         with m.If(fault_push):
             m.d.comb += fifo.w_data.eq(Cat(Const(0, INSTRUCTION_BITS), Const(ErrorCode.DDR_WINDOW, ERROR_CODE_SHAPE)))
         with m.Else():
-            m.d.comb += fifo.w_data.eq(Cat(word, Mux(word_error, ErrorCode.AXI_READ_ERROR, ErrorCode.NONE)))
+            m.d.comb += fifo.w_data.eq(Cat(checker.out_word, checker.out_fault))
 
         issued = Signal()
         m.d.comb += issued.eq(self.ar.valid & self.ar.ready)
-        m.d.sync += in_flight.eq(in_flight + Mux(issued, req_instrs, 0) - word_done)
+        # requested and not yet in the FIFO: a word leaves this count when it is dropped or leaves the checker
+        m.d.sync += in_flight.eq(in_flight + Mux(issued, req_instrs, 0) - (word_done & ~push) - checker.out_valid)
 
         # ------------------------------------------------------------------ control
         def on_start():
@@ -237,6 +248,7 @@ class FetchUnit(wiring.Component):
                 on_start()
             with m.State("DRAIN"):
                 # Bursts of an earlier run may still be answered: drop their data first.
+                m.d.comb += draining.eq(1)
                 with m.If(in_flight == 0):
                     if lanes > 1:
                         m.d.sync += lane.eq((base + next_off)[5:5 + (lanes - 1).bit_length()])

@@ -41,6 +41,13 @@ def _log2(value: int) -> int:
     return value.bit_length() - 1
 
 
+def _sum(terms: list[Any]) -> Any:
+    """The sum of ``terms`` as a balanced tree (the hardware adds them in log2(n) levels, not in a chain)."""
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
 def _int_select(cond: Any, a: Any, b: Any) -> Any:
     return a if cond else b
 
@@ -96,10 +103,8 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
             ("STORE reads output entries past the buffer", last < c.acc_buffer_entries),
         ]
     if op == Opcode.GEMM:
-        inp_last = ins.inp_base
-        for n, stride in ((ins.r0, ins.ri0), (ins.r1, ins.ri1), (ins.r2, ins.ri2), (ins.s0, ins.si0),
-                          (ins.s1, ins.si1)):
-            inp_last = inp_last + (n - 1) * stride
+        inp_last = _sum([ins.inp_base] + [(n - 1) * stride for n, stride in (
+            (ins.r0, ins.ri0), (ins.r1, ins.ri1), (ins.r2, ins.ri2), (ins.s0, ins.si0), (ins.s1, ins.si1))])
         reduction = ins.r0 * ins.r1 * ins.r2
         spatial = ins.s0 * ins.s1
         return [
