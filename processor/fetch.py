@@ -156,31 +156,35 @@ class FetchUnit(wiring.Component):
         m.d.comb += [self.instr.valid.eq(fifo.r_rdy), self.instr.payload.eq(fifo.r_data),
                      fifo.r_en.eq(self.instr.ready)]
 
-        # Run parameters, sampled at START.
-        base = Signal(64)
-        size = Signal(33)
-        count = Signal(32)
-        next_off = Signal(32 + 6 + 1)        # window offset of the next instruction to request
-        next_pc = Signal(32)                  # its index
-        in_flight = Signal(range(self._depth + 1))  # instructions requested and not yet received
+        in_flight = Signal(range(self._depth + 1))  # instructions requested and not yet in the FIFO
 
         # ------------------------------------------------------------------ burst planning
-        remaining = Signal(32)
-        in_window = Signal(32 + 6)
-        to_4k = Signal(range(AXI_PAGE_BYTES // INSTRUCTION_BYTES + 1))
-        plan = Signal(range(burst + 1))
-        space_ok = Signal()
+        # The run's state is kept as down-counters, set at START and stepped at each AR handshake, each with a
+        # registered copy saturated at the burst size, so planning a burst is a minimum of three small values:
+        # instructions left in the program, left in the window [0, DDR_SIZE), left before the next 4 KiB page.
         page_bits = AXI_PAGE_BYTES.bit_length() - 1
         instr_log2 = INSTRUCTION_BYTES.bit_length() - 1
-        phys_low = Signal(page_bits)
-        m.d.comb += [
-            remaining.eq(count - next_pc),
-            in_window.eq(Mux(size > next_off, (size - next_off) >> instr_log2, 0)),
-            phys_low.eq(base[:page_bits] + next_off[:page_bits]),
-            to_4k.eq((AXI_PAGE_BYTES - phys_low) >> instr_log2),
-        ]
-        limited = Const(burst, range(burst + 1))
-        for bound in (remaining, in_window, to_4k):
+        next_addr = Signal(64)                # physical address of the next instruction to request
+        remaining = Signal(32)
+        in_window = Signal(33 - instr_log2)
+        sat_shape = range(burst + 1)
+        rem_sat, win_sat, page_sat = Signal(sat_shape), Signal(sat_shape), Signal(sat_shape)
+
+        def saturated(value):
+            return Mux(value >= burst, burst, value[:len(Const(burst))])
+
+        def to_page_end(addr):
+            return (AXI_PAGE_BYTES - addr[:page_bits]) >> instr_log2
+
+        def set_state(addr, left, window):
+            return [next_addr.eq(addr), remaining.eq(left), in_window.eq(window),
+                    rem_sat.eq(saturated(left)), win_sat.eq(saturated(window)),
+                    page_sat.eq(saturated(to_page_end(addr)))]
+
+        plan = Signal(range(burst + 1))
+        space_ok = Signal()
+        limited = rem_sat
+        for bound in (win_sat, page_sat):
             limited = Mux(bound < limited, bound, limited)
         m.d.comb += [plan.eq(limited), space_ok.eq(fifo.level + in_flight + plan <= self._depth)]
 
@@ -239,8 +243,9 @@ class FetchUnit(wiring.Component):
         def on_start():
             # START wins over every state (the FIFO is flushed by it as well).
             with m.If(self.start):
-                m.d.sync += [base.eq(self.ddr_base), size.eq(self.ddr_size), count.eq(self.instr_count),
-                             next_off.eq(self.instr_addr & ~(INSTRUCTION_BYTES - 1)), next_pc.eq(0)]
+                off = self.instr_addr & ~(INSTRUCTION_BYTES - 1)
+                m.d.sync += set_state(self.ddr_base + off, self.instr_count,
+                                      Mux(self.ddr_size > off, (self.ddr_size - off) >> instr_log2, 0))
                 m.next = "DRAIN"
 
         with m.FSM():
@@ -251,7 +256,7 @@ class FetchUnit(wiring.Component):
                 m.d.comb += draining.eq(1)
                 with m.If(in_flight == 0):
                     if lanes > 1:
-                        m.d.sync += lane.eq((base + next_off)[5:5 + (lanes - 1).bit_length()])
+                        m.d.sync += lane.eq(next_addr[5:5 + (lanes - 1).bit_length()])
                     m.next = "PLAN"
                 on_start()
             with m.State("PLAN"):
@@ -260,23 +265,23 @@ class FetchUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(word_done & word_error):
                     m.next = "STOPPED"
-                with m.Elif(remaining == 0):
+                with m.Elif(rem_sat == 0):
                     pass
-                with m.Elif(in_window == 0):
+                with m.Elif(win_sat == 0):
                     # The next instruction lies outside the window: queue the fault after everything requested.
                     with m.If((in_flight == 0) & fifo.w_rdy):
                         m.d.comb += fault_push.eq(1)
                         m.next = "STOPPED"
                 with m.Elif(space_ok):
-                    m.d.sync += [req_addr.eq(base + next_off), req_instrs.eq(plan)]
+                    m.d.sync += [req_addr.eq(next_addr), req_instrs.eq(plan)]
                     m.next = "ISSUE"
                 on_start()
             with m.State("ISSUE"):
                 # A request stays valid until accepted (AXI rule), even when the run has stopped meanwhile.
                 m.d.comb += [push.eq(1), self.ar.valid.eq(1)]
                 with m.If(self.ar.ready):
-                    m.d.sync += [next_off.eq(next_off + req_instrs * INSTRUCTION_BYTES),
-                                 next_pc.eq(next_pc + req_instrs)]
+                    m.d.sync += set_state(next_addr + req_instrs * INSTRUCTION_BYTES, remaining - req_instrs,
+                                          in_window - req_instrs)
                     m.next = "PLAN"
                 with m.If(word_done & word_error):
                     m.next = "ISSUE_THEN_STOP"
