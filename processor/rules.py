@@ -10,8 +10,11 @@ that Python integers and Amaranth values share (``+ - * << >> & | == != < <=``).
 is the one operation that differs; :func:`rules` takes it as ``select``. The same function therefore gives
 
 * the golden model and the compiler a verdict on a typed :class:`~.isa.Instruction` (:func:`violation`), and
-* the gateware checker (:class:`~.checker.InstructionChecker`) one combinational signal per rule, on a
-  ``data.View`` of the word (:func:`hdl_rules`).
+* the gateware checker (:class:`~.checker.InstructionChecker`) one signal per rule, evaluated on staged
+  Amaranth values of the word's fields: the checker's scheduler puts registers between the operations (products
+  registered on both sides, at most one carry chain and a few LUT levels per stage), so the rules are pipelined
+  without being restated. Sums of several terms are written as balanced trees (:func:`_sum`) so the pipeline is
+  shallow; for integers that is the same sum.
 """
 
 from __future__ import annotations
@@ -20,12 +23,10 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from amaranth.hdl import Mux
-
 from .config import ProcessorConfig
 from .isa import Buffer, GemmMode, Instruction, Opcode
 
-__all__ = ["rules", "violation", "hdl_rules", "CHECKED_OPCODES"]
+__all__ = ["rules", "violation", "CHECKED_OPCODES"]
 
 #: Opcodes with field rules; SYNC, MARK and END are always legal.
 CHECKED_OPCODES = (Opcode.LOAD, Opcode.STORE, Opcode.GEMM, Opcode.POST, Opcode.FC)
@@ -145,7 +146,3 @@ def violation(ins: Instruction, config: ProcessorConfig) -> str | None:
             return message.format(**ins.fields)
     return None
 
-
-def hdl_rules(op: Opcode, view: Any, config: ProcessorConfig) -> list[Rule]:
-    """The rules of one opcode over an Amaranth ``data.View`` of an instruction word (conditions are values)."""
-    return rules(op, view, config, Mux)
