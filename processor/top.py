@@ -31,7 +31,9 @@ handshake to first R beat; measured in ``tests/rtl/bench_top.py::dma_throughput`
   best one instruction every :data:`DISPATCH_CYCLES` = 2 cycles. Fetch reads bursts of 4 instructions
   (``4 * 32 / B`` beats) whenever the 8-entry FIFO has room for them; at ``32 / B`` cycles per instruction it
   keeps up with the dispatcher for ``B >= 16`` and limits runs of short instructions on narrower buses. An
-  empty program ``[END]`` takes 16 cycles from START to DONE on the 32-bit bench.
+  empty program ``[END]`` took 16 cycles from START to DONE on the 32-bit bench with the combinational checker;
+  the pipelined checker adds :data:`~.checker.CHECK_LATENCY` to the first instruction (and to the first of every
+  refill after the FIFO ran dry).
 * LOAD / STORE of ``n`` chunks of ``c`` bytes: one beat per cycle once streaming, bursts of up to 256 beats with
   up to 4 outstanding per direction, so about ``n * c / B + L + 7`` cycles when chunks are long; each chunk
   costs a window check and each burst 2 planner cycles, so chunks shorter than 3 beats run at one chunk per 3
