@@ -63,7 +63,7 @@ __all__ = ["timing_status", "record_timing", "RECORDED",
            "modules_for", "timing_cache_dir", "timing_key"]
 
 #: Version of the delay model and the walk (part of the result cache key; bump when either changes).
-MODEL_VERSION = 5
+MODEL_VERSION = 6
 #: Version of the synthesis script (part of the netlist cache key).
 SCRIPT_VERSION = 1
 
@@ -392,7 +392,8 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
                     top_n: int = 8, port_arrival: Callable[[str], float] | None = None,
                     port_setup: Callable[[str], float] | None = None,
                     io_pairs: list[tuple[str, str]] | None = None,
-                    fanouts: list[tuple[str, int, str]] | None = None) -> list[TimingPath]:
+                    fanouts: list[tuple[str, int, str]] | None = None,
+                    infer_dsp_registers: bool = True) -> list[TimingPath]:
     """Register-to-register paths of a Yosys JSON netlist (``write_json`` after ``synth_xilinx``), worst first.
 
     Parameters
@@ -413,6 +414,11 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
     fanouts : list, optional
         When given, filled with the five nets of highest fanout (besides the clock and reset ports) as ``(name,
         sink pins, driver cell type)``.
+    infer_dsp_registers : bool
+        Treat the flip-flops Vivado packs into a DSP48E2 that Yosys leaves in the fabric as the DSP's own registers:
+        a flip-flop whose only loads are the A/B/D inputs of one DSP (AREG/BREG/DREG) and a flip-flop that is the
+        only load of a P output bit (PREG). Their connections to the DSP then have no routing delay, their
+        clock-to-out and setup are the DSP's. MREG is not inferred (conservative).
 
     Returns
     -------
@@ -439,6 +445,7 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
     # Sinks per bit (fanout) and drivers.
     fanout: dict[int, int] = {}
     driver: dict[int, tuple[str, str]] = {}
+    sink_pins: dict[int, list[tuple[str, str]]] = {}
     cells = mod.get("cells", {})
     for cname, cell in cells.items():
         dirs = cell.get("port_directions", {})
@@ -450,10 +457,41 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
                     driver[b] = (cname, port)
                 elif port not in _CLOCK_PINS:
                     fanout[b] = fanout.get(b, 0) + 1
+                    sink_pins.setdefault(b, []).append((cname, port))
     for port in mod.get("ports", {}).values():
         for b in port["bits"]:
             if isinstance(b, int) and port["direction"] == "output":
                 fanout[b] = fanout.get(b, 0) + 1
+
+    # Flip-flops Vivado would pack into a DSP48E2 (FF cell -> DSP cell).
+    absorbed: dict[str, str] = {}
+    if infer_dsp_registers:
+        for cname, cell in cells.items():
+            if cell["type"] not in _DSP or any(_dsp_stages(cell.get("parameters", {})).values()):
+                continue
+            conns = cell.get("connections", {})
+            in_bits = [b for port, bits in conns.items() if _dsp_input_group(port) in ("A", "B", "D")
+                       for b in bits if isinstance(b, int)]
+            drivers = {driver[b][0] for b in in_bits if b in driver}
+            if in_bits and all(b in driver for b in in_bits) and all(
+                    cells[d]["type"] in ("FDRE", "FDSE")
+                    and all(sc == cname for b in cells[d]["connections"].get("Q", []) if isinstance(b, int)
+                            for sc, _ in sink_pins.get(b, []))
+                    for d in drivers):
+                for d in drivers:
+                    absorbed[d] = cname
+            p_ffs = []
+            for b in conns.get("P", []):
+                if not isinstance(b, int) or b not in sink_pins:
+                    continue
+                pins = sink_pins[b]
+                if len(pins) == 1 and cells[pins[0][0]]["type"] in ("FDRE", "FDSE") and pins[0][1] == "D":
+                    p_ffs.append(pins[0][0])
+                else:
+                    p_ffs = []
+                    break
+            for d in p_ffs:
+                absorbed[d] = cname
 
     # Arcs: output bit -> list of (input bit, delay, cell); start arrivals; end points.
     arcs: dict[int, list[tuple[int, float, str]]] = {}
@@ -483,14 +521,16 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
         if kind in _FF or kind in _LATCH:
             q = conn(cell, "Q")
             reg = name_of(q[0], cname) if q else cname
+            in_dsp = cname in absorbed
             for b in q:
                 if isinstance(b, int):
-                    start_arrival[b] = (model.ff_clk_q, reg)
+                    start_arrival[b] = (model.dsp_reg_clk_q if in_dsp else model.ff_clk_q, reg)
             for port, b in ins:
                 base = port.split("[")[0]
                 if base in ("C", "G") or not isinstance(b, int):
                     continue
-                setup = {"D": model.ff_setup, "CE": model.ff_setup_ce, "GE": model.ff_setup_ce}.get(
+                setup = {"D": model.dsp_setup if in_dsp else model.ff_setup, "CE": model.ff_setup_ce,
+                         "GE": model.ff_setup_ce}.get(
                     base, None if kind in ("FDCE", "FDPE") and base in ("CLR", "PRE") else model.ff_setup_sr)
                 if setup is None:
                     continue  # asynchronous clear/preset: not a timed end point
@@ -605,6 +645,8 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
             return 0.0  # inverters are folded into the LUT that reads them
         if sink in _CARRY and drv_type in _CARRY:
             return 0.0  # dedicated carry routing CO -> CI
+        if drv and (absorbed.get(drv[0]) == sink_cell or absorbed.get(sink_cell) == drv[0]):
+            return 0.0  # a register packed into the DSP48E2 (AREG/BREG/DREG, PREG)
         if sink in _MUXF and (drv_type in _LUT or drv_type in _MUXF):
             return 0.0  # LUT -> MUXF7 -> MUXF8 inside the slice
         return model.net(fanout.get(src_bit, 1))

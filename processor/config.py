@@ -338,10 +338,9 @@ class ProcessorConfig:
 #: ``clock_mhz`` is at or below what the timing check supports for the RTL as it is (``dlproc timing``,
 #: ``boards/timing.py``, UltraScale+ -2 delay model, ``docs/timing.md``), rounded down to 5 MHz. Estimated fmax
 #: (2026-12, before the pipelining of issue 11): tiny_int8 99, small_int8 93, zcu102_int8 90, zcu102_fp32 93,
-#: tiny_fp32 99 MHz (fp32: the engine and fc unit not yet checked); every preset is limited by the dispatcher's
-#: instruction checker (two multipliers in series and a 57-bit add and compare in one cycle, ``checker.py``).
-#: The designs were sized for 250 MHz (zcu102_int8) and 200 MHz (zcu102_fp32); those clocks come back when the
-#: check supports them.
+#: tiny_fp32 99 MHz; every preset is limited by the dispatcher's instruction checker (two multipliers in series
+#: and a 57-bit add and compare in one cycle, ``checker.py``). The designs were sized for 250 MHz (zcu102_int8) and
+#: 200 MHz (zcu102_fp32); those clocks come back when the check supports them.
 PRESETS: dict[str, dict[str, Any]] = {
     "zcu102_int8": dict(dtype="int8", conv_ic_lanes=16, conv_oc_lanes=64, fc_threads=16, axi_data_width=128,
                         input_buffer_kib=256, weight_buffer_kib=512, acc_buffer_entries=2048,

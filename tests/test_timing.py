@@ -113,7 +113,8 @@ def _dsp_net(params: dict) -> dict:
 
 
 def test_unregistered_dsp_path() -> None:
-    paths = analyze_netlist(_dsp_net({"AREG": 0, "BREG": 0, "MREG": 0, "PREG": 0}), model=M)
+    paths = analyze_netlist(_dsp_net({"AREG": 0, "BREG": 0, "MREG": 0, "PREG": 0}), model=M,
+                            infer_dsp_registers=False)
     p = {q.end: q for q in paths}["prod"]
     expected = M.ff_clk_q + M.net_base + M.dsp_mult + M.dsp_alu + M.net_base + M.ff_setup
     assert p.delay_ns == pytest.approx(expected, abs=1e-3)
@@ -121,6 +122,23 @@ def test_unregistered_dsp_path() -> None:
     assert p.dsps == 1 and p.src == ["x.py:0", "checker.py:80", "x.py:3"]
     # DS925 -2 without pipeline registers: 410 MHz (2.44 ns); the model is within 0.15 ns of it.
     assert abs(expected - 1000 / 410) < 0.15
+
+
+def test_fabric_registers_around_a_dsp_are_packed_into_it() -> None:
+    """Yosys leaves the registers in the fabric; Vivado packs them (AREG/BREG, PREG): the walk does the same."""
+    net = _dsp_net({"AREG": 0, "BREG": 0, "MREG": 0, "PREG": 0})
+    p = {q.end: q for q in analyze_netlist(net, model=M)}["prod"]
+    assert p.delay_ns == pytest.approx(M.dsp_reg_clk_q + M.dsp_mult + M.dsp_alu + M.dsp_setup, abs=1e-3)
+    # DS925 -2 with input and output registers but no MREG: 544 MHz (1.84 ns).
+    assert abs(p.delay_ns - 1000 / 544) < 0.25
+    # A register with a second load stays in the fabric (and so do the other input registers of that DSP).
+    cells = net["modules"]["top"]["cells"]
+    qa = cells["ra"]["connections"]["Q"][0]
+    cells["extra"] = {"type": "LUT1", "parameters": {}, "attributes": {}, "port_directions": {"I0": "input",
+                      "O": "output"}, "connections": {"I0": [qa], "O": [999]}}
+    p = {q.end: q for q in analyze_netlist(net, model=M)}["prod"]
+    expected = M.ff_clk_q + M.net(2) + M.dsp_mult + M.dsp_alu + M.dsp_setup   # P still goes into a PREG
+    assert p.delay_ns == pytest.approx(expected, abs=1e-3)
 
 
 def test_dsp_with_registers_cuts_the_path() -> None:
