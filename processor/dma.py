@@ -236,10 +236,17 @@ class DmaEngine(wiring.Component):
         load = data.View(isa.layout(Opcode.LOAD), word)
         store = data.View(isa.layout(Opcode.STORE), word)
         fc = data.View(isa.layout(Opcode.FC), word)
+        # Per-instruction constants are decoded from the command once, when it is accepted, into registers:
+        # no path of the chunk walker starts at the opcode bits of the held word.
+        cmd_op = opcode_of(self.cmd.payload)
+        cmd_load, cmd_store, cmd_fc = (data.View(isa.layout(op), self.cmd.payload)
+                                       for op in (Opcode.LOAD, Opcode.STORE, Opcode.FC))
+        latch = Signal()   # the command is accepted in this cycle
         opcode = Signal(OPCODE_BITS)
         is_store = Signal()
         is_fc = Signal()
-        m.d.comb += [opcode.eq(opcode_of(word)), is_store.eq(opcode == Opcode.STORE), is_fc.eq(opcode == Opcode.FC)]
+        with m.If(latch):
+            m.d.sync += [opcode.eq(cmd_op), is_store.eq(cmd_op == Opcode.STORE), is_fc.eq(cmd_op == Opcode.FC)]
 
         # Loop nest of chunks, the same for the three opcodes: (outer n2, stride2) x (inner n1, stride1) x chunk.
         nests = {Opcode.LOAD: ("n1", "ddr_stride1", "n2", "ddr_stride2"),
@@ -255,18 +262,23 @@ class DmaEngine(wiring.Component):
         chunk_bytes = Signal(offset_bits)
         n1, n2 = Signal(widest(0)), Signal(widest(2))
         stride1, stride2 = Signal(widest(1)), Signal(widest(3))
-        with m.Switch(opcode):
-            with m.Case(Opcode.LOAD):
-                m.d.comb += [chunk_bytes.eq(load.len0), n1.eq(load.n1), n2.eq(load.n2),
-                             stride1.eq(load.ddr_stride1), stride2.eq(load.ddr_stride2)]
-            with m.Case(Opcode.STORE):
-                m.d.comb += [chunk_bytes.eq(store.n0 << _log2(segment_bytes)), n1.eq(store.n1), n2.eq(store.n2),
-                             stride1.eq(store.ddr_stride1), stride2.eq(store.ddr_stride2)]
-            with m.Case(Opcode.FC):
-                m.d.comb += [chunk_bytes.eq(fc.n_in << _log2(segment_bytes)), n1.eq(fc.n_out), n2.eq(1),
-                             stride1.eq(fc.row_stride), stride2.eq(0)]
+        n1_last, n2_last = Signal(widest(0) + 1), Signal(widest(2) + 1)   # n - 1 (all ones for n == 0)
         ddr_addr = Signal(max(isa.shape(op, "ddr_addr").width for op in nests))
-        m.d.comb += ddr_addr.eq(Mux(is_fc, fc.ddr_addr, Mux(is_store, store.ddr_addr, load.ddr_addr)))
+        with m.If(latch):
+            m.d.sync += [chunk_bytes.eq(0), n1.eq(0), n2.eq(0), stride1.eq(0), stride2.eq(0), ddr_addr.eq(0)]
+            with m.Switch(cmd_op):
+                for op, view, chunk in ((Opcode.LOAD, cmd_load, cmd_load.len0),
+                                        (Opcode.STORE, cmd_store, cmd_store.n0 << _log2(segment_bytes)),
+                                        (Opcode.FC, cmd_fc, cmd_fc.n_in << _log2(segment_bytes))):
+                    with m.Case(op):
+                        c_n1, c_s1, c_n2, c_s2 = (getattr(view, name) if name else None for name in nests[op])
+                        c_n2 = 1 if c_n2 is None else c_n2
+                        m.d.sync += [chunk_bytes.eq(chunk), n1.eq(c_n1), n2.eq(c_n2), stride1.eq(c_s1),
+                                     stride2.eq(0 if c_s2 is None else c_s2), ddr_addr.eq(view.ddr_addr),
+                                     # n - 1 modulo 2 ** len(n_last): the compare of ``i != n - 1`` on the
+                                     # widened n, also for n == 0 (which the checker rejects)
+                                     n1_last.eq(c_n1 + (1 << len(n1_last)) - 1),
+                                     n2_last.eq(c_n2 + (1 << len(n2_last)) - 1)]
 
         # ------------------------------------------------------------------ error state
         failed = Signal()
@@ -414,7 +426,7 @@ class DmaEngine(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
+                m.d.comb += [self.cmd.ready.eq(1), latch.eq(self.cmd.valid)]
                 with m.If(self.cmd.valid):
                     m.d.sync += [word.eq(self.cmd.payload), failed.eq(0)]
                     m.next = "DECODE"
@@ -463,10 +475,10 @@ class DmaEngine(wiring.Component):
                                  chunk_left.eq(chunk_left - req_beats)]
                     with m.If(chunk_left != req_beats):
                         m.next = "PLAN"
-                    with m.Elif(i1 != n1 - 1):
+                    with m.Elif(i1 != n1_last):
                         m.d.sync += [i1.eq(i1 + 1), chunk_off.eq(chunk_off + stride1)]
                         m.next = "CHUNK"
-                    with m.Elif(i2 != n2 - 1):
+                    with m.Elif(i2 != n2_last):
                         m.d.sync += [i1.eq(0), i2.eq(i2 + 1), row_off.eq(row_off + stride2),
                                      chunk_off.eq(row_off + stride2)]
                         m.next = "CHUNK"

@@ -9,6 +9,10 @@ instruction fetch. Each FIFO entry is one instruction word plus a fault code:
   a ``DDR_WINDOW`` entry in its place (after every earlier instruction) and stops. The dispatcher reports it only
   when that instruction is due, so ``ERROR_PC`` is the golden model's.
 * an instruction read with SLVERR or DECERR on any of its beats is queued with ``AXI_READ_ERROR``.
+* every other word passes the :class:`~.checker.InstructionChecker` pipeline on its way into the FIFO and is
+  queued with its verdict (``ILLEGAL_OPCODE``, ``ILLEGAL_FIELD`` or ``NONE``), :data:`~.checker.CHECK_LATENCY`
+  cycles after its last beat. Words inside that pipeline count as requested (``in_flight``), so the FIFO always
+  has room for them.
 
 A START flushes the FIFO; read data of bursts issued before it (a previous, stopped run) is drained and dropped
 before the first new request, so a run never sees a stale word.
@@ -23,7 +27,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI_PAGE_BYTES, MAX_BURST_BEATS, RESP_OKAY
-from .checker import ERROR_CODE_SHAPE
+from .checker import ERROR_CODE_SHAPE, InstructionChecker
 from .config import INSTRUCTION_BYTES, ProcessorConfig
 from .isa import INSTRUCTION_BITS, ErrorCode
 
@@ -152,31 +156,35 @@ class FetchUnit(wiring.Component):
         m.d.comb += [self.instr.valid.eq(fifo.r_rdy), self.instr.payload.eq(fifo.r_data),
                      fifo.r_en.eq(self.instr.ready)]
 
-        # Run parameters, sampled at START.
-        base = Signal(64)
-        size = Signal(33)
-        count = Signal(32)
-        next_off = Signal(32 + 6 + 1)        # window offset of the next instruction to request
-        next_pc = Signal(32)                  # its index
-        in_flight = Signal(range(self._depth + 1))  # instructions requested and not yet received
+        in_flight = Signal(range(self._depth + 1))  # instructions requested and not yet in the FIFO
 
         # ------------------------------------------------------------------ burst planning
-        remaining = Signal(32)
-        in_window = Signal(32 + 6)
-        to_4k = Signal(range(AXI_PAGE_BYTES // INSTRUCTION_BYTES + 1))
-        plan = Signal(range(burst + 1))
-        space_ok = Signal()
+        # The run's state is kept as down-counters, set at START and stepped at each AR handshake, each with a
+        # registered copy saturated at the burst size, so planning a burst is a minimum of three small values:
+        # instructions left in the program, left in the window [0, DDR_SIZE), left before the next 4 KiB page.
         page_bits = AXI_PAGE_BYTES.bit_length() - 1
         instr_log2 = INSTRUCTION_BYTES.bit_length() - 1
-        phys_low = Signal(page_bits)
-        m.d.comb += [
-            remaining.eq(count - next_pc),
-            in_window.eq(Mux(size > next_off, (size - next_off) >> instr_log2, 0)),
-            phys_low.eq(base[:page_bits] + next_off[:page_bits]),
-            to_4k.eq((AXI_PAGE_BYTES - phys_low) >> instr_log2),
-        ]
-        limited = Const(burst, range(burst + 1))
-        for bound in (remaining, in_window, to_4k):
+        next_addr = Signal(64)                # physical address of the next instruction to request
+        remaining = Signal(32)
+        in_window = Signal(33 - instr_log2)
+        sat_shape = range(burst + 1)
+        rem_sat, win_sat, page_sat = Signal(sat_shape), Signal(sat_shape), Signal(sat_shape)
+
+        def saturated(value):
+            return Mux(value >= burst, burst, value[:len(Const(burst))])
+
+        def to_page_end(addr):
+            return (AXI_PAGE_BYTES - addr[:page_bits]) >> instr_log2
+
+        def set_state(addr, left, window):
+            return [next_addr.eq(addr), remaining.eq(left), in_window.eq(window),
+                    rem_sat.eq(saturated(left)), win_sat.eq(saturated(window)),
+                    page_sat.eq(saturated(to_page_end(addr)))]
+
+        plan = Signal(range(burst + 1))
+        space_ok = Signal()
+        limited = rem_sat
+        for bound in (win_sat, page_sat):
             limited = Mux(bound < limited, bound, limited)
         m.d.comb += [plan.eq(limited), space_ok.eq(fifo.level + in_flight + plan <= self._depth)]
 
@@ -213,23 +221,31 @@ class FetchUnit(wiring.Component):
             with m.Else():
                 m.d.sync += [beat_index.eq(beat_index + 1), beat_error.eq(word_error)]
 
+        # Assembled words of the current run go through the checker's pipeline into the FIFO; words leaving it
+        # while an earlier run is drained (a START came while they were inside) are dropped.
+        m.submodules.checker = checker = InstructionChecker(config=cfg)
+        draining = Signal()
+        m.d.comb += [checker.valid.eq(word_done & push), checker.word.eq(word),
+                     checker.fault.eq(Mux(word_error, ErrorCode.AXI_READ_ERROR, ErrorCode.NONE))]
         fault_push = Signal()
-        m.d.comb += fifo.w_en.eq((word_done & push) | fault_push)
+        m.d.comb += fifo.w_en.eq((checker.out_valid & ~draining) | fault_push)
         with m.If(fault_push):
             m.d.comb += fifo.w_data.eq(Cat(Const(0, INSTRUCTION_BITS), Const(ErrorCode.DDR_WINDOW, ERROR_CODE_SHAPE)))
         with m.Else():
-            m.d.comb += fifo.w_data.eq(Cat(word, Mux(word_error, ErrorCode.AXI_READ_ERROR, ErrorCode.NONE)))
+            m.d.comb += fifo.w_data.eq(Cat(checker.out_word, checker.out_fault))
 
         issued = Signal()
         m.d.comb += issued.eq(self.ar.valid & self.ar.ready)
-        m.d.sync += in_flight.eq(in_flight + Mux(issued, req_instrs, 0) - word_done)
+        # requested and not yet in the FIFO: a word leaves this count when it is dropped or leaves the checker
+        m.d.sync += in_flight.eq(in_flight + Mux(issued, req_instrs, 0) - (word_done & ~push) - checker.out_valid)
 
         # ------------------------------------------------------------------ control
         def on_start():
             # START wins over every state (the FIFO is flushed by it as well).
             with m.If(self.start):
-                m.d.sync += [base.eq(self.ddr_base), size.eq(self.ddr_size), count.eq(self.instr_count),
-                             next_off.eq(self.instr_addr & ~(INSTRUCTION_BYTES - 1)), next_pc.eq(0)]
+                off = self.instr_addr & ~(INSTRUCTION_BYTES - 1)
+                m.d.sync += set_state(self.ddr_base + off, self.instr_count,
+                                      Mux(self.ddr_size > off, (self.ddr_size - off) >> instr_log2, 0))
                 m.next = "DRAIN"
 
         with m.FSM():
@@ -237,9 +253,10 @@ class FetchUnit(wiring.Component):
                 on_start()
             with m.State("DRAIN"):
                 # Bursts of an earlier run may still be answered: drop their data first.
+                m.d.comb += draining.eq(1)
                 with m.If(in_flight == 0):
                     if lanes > 1:
-                        m.d.sync += lane.eq((base + next_off)[5:5 + (lanes - 1).bit_length()])
+                        m.d.sync += lane.eq(next_addr[5:5 + (lanes - 1).bit_length()])
                     m.next = "PLAN"
                 on_start()
             with m.State("PLAN"):
@@ -248,23 +265,23 @@ class FetchUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(word_done & word_error):
                     m.next = "STOPPED"
-                with m.Elif(remaining == 0):
+                with m.Elif(rem_sat == 0):
                     pass
-                with m.Elif(in_window == 0):
+                with m.Elif(win_sat == 0):
                     # The next instruction lies outside the window: queue the fault after everything requested.
                     with m.If((in_flight == 0) & fifo.w_rdy):
                         m.d.comb += fault_push.eq(1)
                         m.next = "STOPPED"
                 with m.Elif(space_ok):
-                    m.d.sync += [req_addr.eq(base + next_off), req_instrs.eq(plan)]
+                    m.d.sync += [req_addr.eq(next_addr), req_instrs.eq(plan)]
                     m.next = "ISSUE"
                 on_start()
             with m.State("ISSUE"):
                 # A request stays valid until accepted (AXI rule), even when the run has stopped meanwhile.
                 m.d.comb += [push.eq(1), self.ar.valid.eq(1)]
                 with m.If(self.ar.ready):
-                    m.d.sync += [next_off.eq(next_off + req_instrs * INSTRUCTION_BYTES),
-                                 next_pc.eq(next_pc + req_instrs)]
+                    m.d.sync += set_state(next_addr + req_instrs * INSTRUCTION_BYTES, remaining - req_instrs,
+                                          in_window - req_instrs)
                     m.next = "PLAN"
                 with m.If(word_done & word_error):
                     m.next = "ISSUE_THEN_STOP"

@@ -10,8 +10,11 @@ that Python integers and Amaranth values share (``+ - * << >> & | == != < <=``).
 is the one operation that differs; :func:`rules` takes it as ``select``. The same function therefore gives
 
 * the golden model and the compiler a verdict on a typed :class:`~.isa.Instruction` (:func:`violation`), and
-* the gateware checker (:class:`~.checker.InstructionChecker`) one combinational signal per rule, on a
-  ``data.View`` of the word (:func:`hdl_rules`).
+* the gateware checker (:class:`~.checker.InstructionChecker`) one signal per rule, evaluated on staged
+  Amaranth values of the word's fields: the checker's scheduler puts registers between the operations (products
+  registered on both sides, at most one carry chain and a few LUT levels per stage), so the rules are pipelined
+  without being restated. Sums of several terms are written as balanced trees (:func:`_sum`) so the pipeline is
+  shallow; for integers that is the same sum.
 """
 
 from __future__ import annotations
@@ -20,12 +23,10 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from amaranth.hdl import Mux
-
 from .config import ProcessorConfig
 from .isa import LUT_ENTRIES, Buffer, GemmMode, Instruction, Opcode
 
-__all__ = ["rules", "violation", "hdl_rules", "CHECKED_OPCODES"]
+__all__ = ["rules", "violation", "CHECKED_OPCODES"]
 
 #: Opcodes with field rules; SYNC, MARK and END are always legal.
 CHECKED_OPCODES = (Opcode.LOAD, Opcode.STORE, Opcode.GEMM, Opcode.POST, Opcode.FC)
@@ -39,6 +40,13 @@ def _log2(value: int) -> int:
     if value <= 0 or value & (value - 1):
         raise ValueError(f"{value} is not a power of two")
     return value.bit_length() - 1
+
+
+def _sum(terms: list[Any]) -> Any:
+    """The sum of ``terms`` as a balanced tree (the hardware adds them in log2(n) levels, not in a chain)."""
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def _int_select(cond: Any, a: Any, b: Any) -> Any:
@@ -107,10 +115,8 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
             ("STORE reads output entries past the buffer", last < c.acc_buffer_entries),
         ]
     if op == Opcode.GEMM:
-        inp_last = ins.inp_base
-        for n, stride in ((ins.r0, ins.ri0), (ins.r1, ins.ri1), (ins.r2, ins.ri2), (ins.s0, ins.si0),
-                          (ins.s1, ins.si1)):
-            inp_last = inp_last + (n - 1) * stride
+        inp_last = _sum([ins.inp_base] + [(n - 1) * stride for n, stride in (
+            (ins.r0, ins.ri0), (ins.r1, ins.ri1), (ins.r2, ins.ri2), (ins.s0, ins.si0), (ins.s1, ins.si1))])
         reduction = ins.r0 * ins.r1 * ins.r2
         spatial = ins.s0 * ins.s1
         return [
@@ -153,7 +159,3 @@ def violation(ins: Instruction, config: ProcessorConfig) -> str | None:
             return message.format(**ins.fields)
     return None
 
-
-def hdl_rules(op: Opcode, view: Any, config: ProcessorConfig) -> list[Rule]:
-    """The rules of one opcode over an Amaranth ``data.View`` of an instruction word (conditions are values)."""
-    return rules(op, view, config, Mux)

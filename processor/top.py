@@ -5,8 +5,8 @@ Module hierarchy of :class:`DLProcessor`::
     DLProcessor
     ├── csr       ControlRegisters      AXI4-Lite registers, performance counters, event log
     ├── fetch     FetchUnit             program prefetch FIFO (ARID 0)
+    │   └── checker InstructionChecker  legality of each word on its way into the FIFO (pipelined)
     ├── dispatch  Dispatcher            in-order issue, SYNC/MARK/END, error and stop handling
-    │   └── checker InstructionChecker  legality of each word before it is issued
     ├── rd_arb    ReadChannelArbiter    AR arbitration fetch/DMA, R routing by RID
     ├── dma       DmaEngine             LOAD / STORE / FC weight streaming (ARID/AWID 1, ARID 2)
     ├── engine    ComputeEngine         GEMM / POST
@@ -26,11 +26,14 @@ log matches the golden model's).
 Timing model (cycles of the processor clock, ``B`` = bytes per AXI beat, ``L`` = DDR read latency from AR
 handshake to first R beat; measured in ``tests/rtl/bench_top.py::dma_throughput`` with ``L`` of about 3):
 
-* Dispatch: an instruction leaves the fetch FIFO in one cycle (its legality is registered on the way) and is
-  issued in the next, so at best one instruction every 2 cycles. Fetch reads bursts of 4 instructions
+* Dispatch: an instruction leaves the fetch FIFO in one cycle (with the verdict of the fetch unit's pipelined
+  legality checker, :data:`~.checker.CHECK_LATENCY` cycles after its last R beat) and is issued in the next, so at
+  best one instruction every :data:`DISPATCH_CYCLES` = 2 cycles. Fetch reads bursts of 4 instructions
   (``4 * 32 / B`` beats) whenever the 8-entry FIFO has room for them; at ``32 / B`` cycles per instruction it
   keeps up with the dispatcher for ``B >= 16`` and limits runs of short instructions on narrower buses. An
-  empty program ``[END]`` takes 16 cycles from START to DONE on the 32-bit bench.
+  empty program ``[END]`` took 16 cycles from START to DONE on the 32-bit bench with the combinational checker;
+  the pipelined checker adds :data:`~.checker.CHECK_LATENCY` to the first instruction (and to the first of every
+  refill after the FIFO ran dry).
 * LOAD / STORE of ``n`` chunks of ``c`` bytes: one beat per cycle once streaming, bursts of up to 256 beats with
   up to 4 outstanding per direction, so about ``n * c / B + L + 7`` cycles when chunks are long; each chunk
   costs a window check and each burst 2 planner cycles, so chunks shorter than 3 beats run at one chunk per 3
@@ -46,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AXI_ID_WIDTH, BURST_INCR, Axi4Signature, AxiLiteSignature
 from .buffers import OnChipBuffers
-from .checker import ERROR_CODE_SHAPE, InstructionChecker
+from .checker import ERROR_CODE_SHAPE
 from .config import ProcessorConfig
 from .csr import EVENT_LAYER_BITS, ControlRegisters
 from .dma import AXI_CACHE, LOAD_ID, DmaEngine, ReadChannelArbiter
@@ -55,7 +58,10 @@ from .fc import FcUnit
 from .fetch import FetchedLayout, FetchUnit
 from .isa import INSTRUCTION_BITS, OPCODE_BITS, Engine, ErrorCode, InstructionSet, Opcode, opcode_of, opcodes_of
 
-__all__ = ["DLProcessor", "Dispatcher"]
+__all__ = ["DLProcessor", "Dispatcher", "DISPATCH_CYCLES"]
+
+#: Cycles between two dispatched instructions at best (FETCH: take the FIFO entry; ISSUE: hand it to its engine).
+DISPATCH_CYCLES = 2
 
 
 class Dispatcher(wiring.Component):
@@ -117,14 +123,11 @@ class Dispatcher(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.checker = checker = InstructionChecker(config=self._config)
 
         ir = Signal(INSTRUCTION_BITS)
-        ir_fault = Signal(ERROR_CODE_SHAPE)
-        ir_legal = Signal()
-        ir_code = Signal(ERROR_CODE_SHAPE)
+        ir_fault = Signal(ERROR_CODE_SHAPE)   # fetch fault or the checker's verdict, NONE when executable
         opcode = Signal(OPCODE_BITS)
-        m.d.comb += [checker.word.eq(self.instr.payload.word), opcode.eq(opcode_of(ir)),
+        m.d.comb += [opcode.eq(opcode_of(ir)),
                      self.dma_cmd.payload.eq(ir), self.eng_cmd.payload.eq(ir),
                      self.event_layer.eq(data.View(self._isa.layout(Opcode.MARK), ir).layer)]
 
@@ -169,8 +172,7 @@ class Dispatcher(wiring.Component):
                     stop(ErrorCode.PROGRAM_END)
                 with m.Elif(self.instr.valid):
                     m.d.comb += self.instr.ready.eq(1)
-                    m.d.sync += [ir.eq(self.instr.payload.word), ir_fault.eq(self.instr.payload.fault),
-                                 ir_legal.eq(checker.legal), ir_code.eq(checker.error)]
+                    m.d.sync += [ir.eq(self.instr.payload.word), ir_fault.eq(self.instr.payload.fault)]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += self.fetch_active.eq(1)
@@ -179,8 +181,6 @@ class Dispatcher(wiring.Component):
                     stop(ErrorCode.NONE)
                 with m.Elif(ir_fault != ErrorCode.NONE):
                     stop(ir_fault)
-                with m.Elif(~ir_legal):
-                    stop(ir_code)
                 with m.Else():
                     # the engine of each opcode is Opcode.engine; FC is the DMA-engine opcode that also needs the
                     # compute engine's ports (the fc unit shares them)

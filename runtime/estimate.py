@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from dlproc.boards.memory import DdrModel, DdrTiming, memory_model
 from dlproc.compiler.network import CompiledNetwork
 from dlproc.processor.axi import AXI_PAGE_BYTES, MAX_BURST_BEATS
+from dlproc.processor.checker import CHECK_LATENCY
 from dlproc.processor.config import INSTRUCTION_BYTES, ProcessorConfig
 from dlproc.processor.dma import MAX_OUTSTANDING
 from dlproc.processor.engine import ComputeEngine
 from dlproc.processor.fc import FcUnit
 from dlproc.processor.fetch import FETCH_BURST_INSTRUCTIONS, FETCH_DEPTH
 from dlproc.processor.isa import Engine, InstructionSet, Opcode
+from dlproc.processor.top import DISPATCH_CYCLES
 from dlproc.runtime.profile import LayerProfile, Profile, add_layer_cycles
 
 __all__ = ["TimingModel", "DdrTiming", "estimate_performance", "program_cycles", "layer_ddr_bytes"]
@@ -35,7 +37,10 @@ class TimingModel:
     Attributes
     ----------
     dispatch : int
-        Cycles between two dispatched instructions at best (the legality check is registered).
+        Cycles between two dispatched instructions at best (``top.DISPATCH_CYCLES``).
+    check : int
+        Cycles from an instruction's last R beat to its FIFO entry (the fetch unit's pipelined legality checker,
+        ``checker.CHECK_LATENCY``).
     fetch_depth : int
         Effective instruction prefetch depth: the ``FetchUnit`` FIFO holds ``FETCH_DEPTH`` (8), but a burst is only
         requested when the whole burst fits, so on average half a burst of it is unused (the RTL's counters fit
@@ -54,7 +59,8 @@ class TimingModel:
         fc module cycles per output row beyond its multiply-accumulates (row hand-over).
     """
 
-    dispatch: int = 2
+    dispatch: int = DISPATCH_CYCLES
+    check: int = CHECK_LATENCY
     fetch_depth: int = FETCH_DEPTH - FETCH_BURST_INSTRUCTIONS // 2
     fetch_burst: int = FETCH_BURST_INSTRUCTIONS
     outstanding: int = MAX_OUTSTANDING
@@ -223,8 +229,8 @@ def program_cycles(config: ProcessorConfig, words: list[int], *, timing: TimingM
             queued = [end for iss, end in reads if iss < issue]
             start = max(issue + ddr.read_latency, max(queued, default=0))
             for j in range(i, min(i + fb, len(prog))):
-                avail[j] = start + (j - i + 1) * beats_per_instr
-            fetch_channel = avail[min(i + fb, len(prog)) - 1]
+                avail[j] = start + (j - i + 1) * beats_per_instr + timing.check
+            fetch_channel = avail[min(i + fb, len(prog)) - 1] - timing.check  # R channel free again
         t = max(t + timing.dispatch, avail[i])
         if op.engine in (Engine.DMA, Engine.COMPUTE):
             t = max(t, free[op.engine])

@@ -1,8 +1,9 @@
 """The gateware instruction checker evaluates the legality rules exactly as the golden model does, on random words.
 
-The rules are written once (``dlproc.processor.rules``); this checks that their Amaranth evaluation (widths,
-wrap-around, signedness of the hardware expressions) gives the verdict of their Python-integer evaluation, which
-the golden model executes by.
+The checker is a pipeline (one word per cycle, verdict ``CHECK_LATENCY`` cycles later, the word and an upstream
+fault carried alongside). The rules are written once (``dlproc.processor.rules``); this checks that their Amaranth
+evaluation (widths, wrap-around, signedness of the hardware expressions) gives the verdict of their Python-integer
+evaluation, which the golden model executes by.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import zlib
 import pytest
 from amaranth.sim import Simulator
 
-from dlproc.processor.checker import InstructionChecker
+from dlproc.processor.checker import CHECK_LATENCY, InstructionChecker
 from dlproc.processor.config import ProcessorConfig
 from dlproc.processor.isa import ErrorCode, InstructionSet, IsaError, Opcode
 from dlproc.processor.rules import violation
@@ -116,20 +117,39 @@ def test_checker_matches_golden(preset):
     isa = InstructionSet(config)
     words = random_words(config, 3000, seed=zlib.crc32(preset.encode()) & 0xFFFF)
     expected = [golden_verdict(isa, w) for w in words]
-    got: list[tuple[int, int]] = []
+    # (cycle, word, verdict) of every word leaving the pipeline; one word per cycle in, a gap every 7th cycle,
+    # and an upstream fault on every 13th word (it wins over the verdict)
+    got: list[tuple[int, int, int]] = []
+    sent: list[tuple[int, int]] = []
 
     async def bench(ctx):
-        for w in words:
-            ctx.set(dut.word, w)
-            got.append((ctx.get(dut.legal), ctx.get(dut.error)))
+        cycle, i = 0, 0
+        while i < len(words) or len(got) < len(words):
+            if i < len(words) and cycle % 7 != 6:
+                fault = ErrorCode.AXI_READ_ERROR if i % 13 == 12 else ErrorCode.NONE
+                ctx.set(dut.valid, 1), ctx.set(dut.word, words[i]), ctx.set(dut.fault, fault)
+                sent.append((cycle, i))
+                i += 1
+            else:
+                ctx.set(dut.valid, 0), ctx.set(dut.word, 0), ctx.set(dut.fault, 0)
+            if ctx.get(dut.out_valid):
+                got.append((cycle, ctx.get(dut.out_word), ctx.get(dut.out_fault)))
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 2 * len(words) + 100
 
     sim = Simulator(dut)
+    sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
 
-    for word, exp, (legal, error) in zip(words, expected, got, strict=True):
-        assert (legal, ErrorCode(error)) == (exp == ErrorCode.NONE, exp), (
-            f"{preset}: {isa.disassemble([word])} golden {exp.name}, checker legal={legal} {ErrorCode(error).name}")
+    assert [c for c, _ in sent] == [c - CHECK_LATENCY for c, _, _ in got]
+    for (_, i), (_, out_word, error) in zip(sent, got, strict=True):
+        word, exp = words[i], expected[i]
+        if i % 13 == 12:
+            exp = ErrorCode.AXI_READ_ERROR
+        assert (out_word, ErrorCode(error)) == (word, exp), (
+            f"{preset}: {isa.disassemble([word])} golden {exp.name}, checker {ErrorCode(error).name}")
     # The generator must exercise both outcomes of every executable opcode.
     for op in (Opcode.LOAD, Opcode.STORE, Opcode.GEMM, Opcode.POST, Opcode.FC):
         verdicts = {exp for w, exp in zip(words, expected, strict=True) if w & 0xF == op}

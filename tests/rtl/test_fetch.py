@@ -14,7 +14,8 @@ from amaranth.sim import Simulator
 
 from dlproc.processor.config import INSTRUCTION_BYTES, ProcessorConfig
 from dlproc.processor.fetch import FetchUnit
-from dlproc.processor.isa import ErrorCode
+from dlproc.processor.isa import ErrorCode, InstructionSet, IsaError, Opcode
+from dlproc.processor.rules import violation
 
 CONFIGS = {
     32: ProcessorConfig.preset("tiny_int8"),
@@ -76,12 +77,40 @@ class Slave:
                 self.pending.pop(0)
 
 
-def simulate(width, runs, *, poison=(), seed=0):
-    """Run a sequence of (instr_addr, count, ddr_size, consume) fetch runs; return what the consumer saw."""
+def golden_fault(config: ProcessorConfig, word: int) -> ErrorCode:
+    """The verdict of the golden model's rules on one fetched word."""
+    isa = InstructionSet(config)
+    try:
+        ins = isa.decode(word)
+    except IsaError:
+        return ErrorCode.ILLEGAL_OPCODE
+    return ErrorCode.NONE if violation(ins, config) is None else ErrorCode.ILLEGAL_FIELD
+
+
+def expected_run(config, words):
+    """(word, fault) pairs the consumer sees: every word with its golden verdict, up to the first faulted one."""
+    out = []
+    for w in words:
+        out.append((w, golden_fault(config, w)))
+        if out[-1][1] != ErrorCode.NONE:
+            break
+    return out
+
+
+def simulate(width, runs, *, poison=(), seed=0, patch=None):
+    """Run a sequence of (instr_addr, count, ddr_size, consume) fetch runs; return what the consumer saw.
+
+    The memory is random, with the opcode of every 32-byte word set to MARK (always legal) unless ``patch``
+    (byte offset -> instruction word) replaces the word.
+    """
     config = CONFIGS[width]
     rng = random.Random(seed)
     dut = FetchUnit(config=config)
     memory = bytearray(rng.getrandbits(8) for _ in range(DDR))
+    for at in range(0, DDR, INSTRUCTION_BYTES):
+        memory[at] = (memory[at] & 0xF0) | Opcode.MARK
+    for at, w in (patch or {}).items():
+        memory[at:at + INSTRUCTION_BYTES] = w.to_bytes(INSTRUCTION_BYTES, "little")
     slave = Slave(dut, config, rng, memory, poison)
     seen = []
 
@@ -139,7 +168,8 @@ def test_program_order_window_and_count(width):
     for (addr, count, size, consume), got in zip(runs, seen, strict=True):
         base = addr & ~31
         inside = max(0, (size - base) // 32)
-        expect = [(word(pc, addr), ErrorCode.NONE) for pc in range(min(count, inside, consume))]
+        expect = expected_run(CONFIGS[width], [word(pc, addr) for pc in range(min(count, inside, consume))])
+        assert [f for _, f in expect] == [ErrorCode.NONE] * len(expect)
         if inside < min(count, consume):
             expect.append((0, ErrorCode.DDR_WINDOW))
         assert got == expect, f"run at {addr:#x}"
@@ -154,3 +184,19 @@ def test_slverr_marks_the_instruction():
     assert seen[0] == [(word(0, 0x500), ErrorCode.NONE), (word(1, 0x500), ErrorCode.NONE)] + [
         (seen[0][2][0], ErrorCode.AXI_READ_ERROR)]
     assert seen[1] == [(word(0, 0x700), ErrorCode.NONE), (word(1, 0x700), ErrorCode.NONE)]
+
+
+@pytest.mark.parametrize("width", [32, 128])
+def test_illegal_words_carry_the_checker_verdict(width):
+    """Words reach the FIFO with the golden verdict of their fields, in order, behind the checker's pipeline."""
+    config = CONFIGS[width]
+    isa = InstructionSet(config)
+    bad_field = isa.encode(Opcode.LOAD, buffer=0, buf_addr=0, ddr_addr=0, len0=config.beat_bytes,
+                           n1=config.input_entries, ddr_stride1=0, n2=config.input_entry_bytes, ddr_stride2=0)
+    bad_opcode = 0xABC0 | 11
+    seen, word, _ = simulate(width, [(0x800, 8, DDR, 8), (0x900, 8, DDR, 8)], seed=5,
+                             patch={0x800 + 5 * 32: bad_field, 0x900 + 2 * 32: bad_opcode})
+    assert seen[0] == expected_run(config, [word(pc, 0x800) for pc in range(8)])
+    assert seen[0][-1] == (bad_field, ErrorCode.ILLEGAL_FIELD) and len(seen[0]) == 6
+    assert seen[1] == expected_run(config, [word(pc, 0x900) for pc in range(8)])
+    assert seen[1][-1] == (bad_opcode, ErrorCode.ILLEGAL_OPCODE) and len(seen[1]) == 3
