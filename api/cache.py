@@ -77,6 +77,12 @@ def source_digest(paths: Iterable[str | Path]) -> str:
     return digest.hexdigest()
 
 
+#: Parts of dlproc outside ``dlproc.processor`` that the processor's modules may import because they cannot change
+#: the generated hardware: exception classes and the safe writing of output files. Anything else the processor
+#: imports would have to join the source digest of the cache keys.
+RTL_NEUTRAL_IMPORTS = frozenset({"dlproc.errors", "dlproc.outputs"})
+
+
 def processor_sources() -> Path:
     """The directory of ``dlproc.processor``, whose modules generate the hardware."""
     import dlproc.processor

@@ -26,7 +26,7 @@ from typing import Any
 from .config import ProcessorConfig
 from .isa import LUT_ENTRIES, Buffer, GemmMode, Instruction, Opcode
 
-__all__ = ["rules", "violation", "CHECKED_OPCODES"]
+__all__ = ["rules", "violation", "CHECKED_OPCODES", "gemm_modes", "load_buffers"]
 
 #: Opcodes with field rules; SYNC, MARK and END are always legal.
 CHECKED_OPCODES = (Opcode.LOAD, Opcode.STORE, Opcode.GEMM, Opcode.POST, Opcode.FC)
@@ -78,9 +78,8 @@ def rules(op: Opcode, ins: Any, config: ProcessorConfig, select: Callable[[Any, 
     def aligned(value):
         return (value & beat_mask) == 0
 
-    # the nonlinear unit (LOAD into the LUT, the lut flag, GEMM mode MUL) exists only with has_nonlinear_unit
-    last_buffer = Buffer.LUT if c.has_nonlinear_unit else Buffer.PARAM
-    last_mode = GemmMode.MUL if c.has_nonlinear_unit else GemmMode.SUM
+    last_buffer = load_buffers(c)[-1]
+    last_mode = gemm_modes(c)[-1]
 
     def no_lut():
         return 1 if c.has_nonlinear_unit else ins.lut == 0
@@ -159,3 +158,14 @@ def violation(ins: Instruction, config: ProcessorConfig) -> str | None:
             return message.format(**ins.fields)
     return None
 
+
+
+def gemm_modes(config: ProcessorConfig) -> list[GemmMode]:
+    """The GEMM modes that exist on ``config``'s processor (MUL only with the nonlinear unit), in encoding order."""
+    return [m for m in GemmMode if m is not GemmMode.MUL or config.has_nonlinear_unit]
+
+
+def load_buffers(config: ProcessorConfig) -> list[Buffer]:
+    """The buffers a LOAD may fill on ``config``'s processor (the LUT only with the nonlinear unit), in order."""
+    return [b for b in (Buffer.INPUT, Buffer.WEIGHT, Buffer.PARAM, Buffer.LUT)
+            if b is not Buffer.LUT or config.has_nonlinear_unit]

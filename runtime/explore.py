@@ -17,8 +17,8 @@ What the figures assume (also in :attr:`ExploreResult.assumptions`):
 
 * the clock of :func:`supported_clocks`: the clocks the timing check passes when it has a recorded result for the
   configuration, otherwise the base preset's ``clock_mhz``, labelled "clock not checked";
-* the estimate's DDR model (:class:`~dlproc.runtime.estimate.DdrTiming` defaults, the Verilator simulation's DDR
-  model): a read latency of 24 cycles, write response 8 cycles, one AXI beat per cycle;
+* the estimate's ZCU102 memory model (:mod:`dlproc.boards.memory`, the same as the Verilator simulation's
+  default): the PS DDR's bandwidth and latency in GB/s and ns, converted at the configuration's clock;
 * resources from the analytical model fitted to Yosys syntheses (upper bounds of LUT/FF), not from synthesis
   (``synthesize=K`` synthesizes the K best).
 
@@ -44,7 +44,6 @@ import numpy as np
 from dlproc.boards.resources import BoardCapacity, board_capacity, model_resources
 from dlproc.processor.config import ConfigError, ProcessorConfig
 from dlproc.runtime.distributed import TaskResult, run_tasks
-from dlproc.runtime.estimate import DdrTiming
 
 __all__ = ["explore", "ExploreResult", "ExplorePoint", "supported_clocks", "compile_key", "DEFAULT_SPACE",
            "OBJECTIVES", "CLOCK_NOT_CHECKED", "pareto_front"]
@@ -109,11 +108,14 @@ def compile_key(config: ProcessorConfig) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def ddr_model_label(ddr: DdrTiming | None = None) -> str:
-    """One line naming the memory model the frame rates assume."""
-    ddr = ddr or DdrTiming()
-    return (f"DDR model of the estimate (= the Verilator simulation's): read latency {ddr.read_latency} cycles, "
-            f"write response {ddr.write_latency} cycles, {ddr.beats_per_cycle:g} AXI beat per cycle")
+def ddr_model_label(memory: str = "zcu102") -> str:
+    """One line naming the memory model the frame rates assume (the estimate's, :mod:`dlproc.boards.memory`)."""
+    from dlproc.boards.memory import MEMORY_MODELS
+
+    model = MEMORY_MODELS[memory]
+    return (f"memory: the estimate's {model.name} DDR model ({model.bandwidth_gbps:g} GB/s shared, "
+            f"{model.read_latency_ns:g} ns read latency, one AXI beat per cycle per port) at the configuration's "
+            "clock; a point at another clock rescales those cycles (its latency in cycles is not re-derived)")
 
 
 # ---------------------------------------------------------------------------------------------------- points
@@ -618,7 +620,7 @@ def explore(networks: Sequence[Any] | Any, *, fps: float, board: str = "zcu102",
                 bar.set_postfix_str(f"best {best[0].label()} {objective} {best[0].objective(objective):,.0f}")
 
     items = [groups[k] for k in group_keys]
-    run_tasks(_evaluate_group, items, shared={"graphs": graphs, "ddr": DdrTiming()}, workers=workers,
+    run_tasks(_evaluate_group, items, shared={"graphs": graphs, "ddr": "zcu102"}, workers=workers,
               address=address, timeout_s=timeout_s, on_result=collect)
     if bar is not None:
         bar.close()

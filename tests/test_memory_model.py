@@ -30,7 +30,7 @@ ZCU102 = ProcessorConfig.preset("zcu102_int8")
 
 def test_zcu102_figures_convert_to_cycles_with_the_clock():
     # 19.2 GB/s x 0.75 = 14.4 GB/s; at 250 MHz that is 57.6 B/cycle = 3.6 beats of 16 B; 180 ns = 45 cycles
-    t = ZCU102_DDR.timing(ZCU102)
+    t = ZCU102_DDR.timing(ZCU102, clock_mhz=250)
     assert ZCU102_DDR.bandwidth_gbps == pytest.approx(14.4)
     assert (t.read_latency, t.write_latency) == (45, 30)
     assert t.shared_beats_per_cycle == Fraction(36, 10)
@@ -187,8 +187,11 @@ def test_processor_under_a_binding_memory_model(netname: str):
     from dlproc.sim.golden import GoldenDevice
 
     model, _ = ALL_NETS[netname]()
-    narrow = DdrModel("narrow", "test", peak_gbps=0.8, efficiency=1.0, read_latency_ns=400.0, write_latency_ns=200.0)
     config = ProcessorConfig.preset("small_int8")
+    # half a beat per processor cycle at the configuration's clock (0.8 GB/s for 8-byte beats at 200 MHz)
+    half_beat_gbps = config.clock_mhz * 1e6 * config.beat_bytes / 2 / 1e9
+    narrow = DdrModel("narrow", "test", peak_gbps=half_beat_gbps, efficiency=1.0, read_latency_ns=400.0,
+                      write_latency_ns=200.0)
     rng = np.random.default_rng(stable_seed(netname, "memory"))
     wf = Workflow(model, processor=config, target="ref")
     wf.calibrate(rng.standard_normal((4, *wf.input_shape)).astype(np.float32))

@@ -13,6 +13,7 @@ import cocotb
 import numpy as np
 
 from dlproc.processor.isa import STATUS_DONE, Buffer, GemmMode, Opcode
+from dlproc.processor.rules import gemm_modes
 
 from .bench_top import BEAT, CONFIG, END, ISA, SYNC, TB, load, mark, store
 
@@ -49,7 +50,7 @@ def random_layer(rng: random.Random, nrng: np.random.Generator, tb: TB, layer: i
              load(Buffer.PARAM, 0, PARAM_AT, n_par * C.param_entry_bytes), SYNC]
     out_entries = 0
     for step in range(rng.randint(1, 3)):
-        mode = rng.choice(list(GemmMode))
+        mode = rng.choice(gemm_modes(C))  # the modes this processor has
         r0, r1 = rng.randint(1, 3), rng.randint(1, 2)
         s0, s1 = rng.randint(1, 4), rng.randint(1, 3)
         if mode == GemmMode.MAC:

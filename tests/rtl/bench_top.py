@@ -33,6 +33,7 @@ from dlproc.processor.isa import (
     Opcode,
     Reg,
 )
+from dlproc.processor.rules import load_buffers
 from dlproc.sim.golden import GoldenDevice
 
 from .axi_bench import (
@@ -306,7 +307,7 @@ def random_program(rng: random.Random) -> tuple[list[int], int, int | None]:
     for _ in range(rng.randint(1, 12)):
         kind = rng.random()
         if kind < 0.3:
-            buf = rng.choice(list(Buffer))
+            buf = rng.choice(load_buffers(CONFIG))  # the buffers this processor has
             entry = {Buffer.INPUT: CONFIG.input_entry_bytes, Buffer.WEIGHT: CONFIG.weight_entry_bytes,
                      Buffer.PARAM: CONFIG.param_entry_bytes}[buf]
             len0 = BEAT * rng.randint(1, 40)
