@@ -9,10 +9,11 @@ the RTL's cycle counter on every test network. One Verilator model per configura
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from nets import ALL_NETS, NetBuilder
 
+from dlproc.errors import CompileError
 from dlproc.processor.config import ProcessorConfig
 from dlproc.runtime.driver import DeviceMismatch, Driver
 from dlproc.runtime.estimate import estimate_performance
@@ -67,7 +68,13 @@ def networks(draw):
 def _compile(model, cfg, rng):
     wf = Workflow(model, processor=cfg, target="ref")
     wf.calibrate(rng.standard_normal((4, *wf.input_shape)).astype(np.float32))
-    return wf, wf.compile()
+    try:
+        return wf, wf.compile()
+    except CompileError as exc:
+        # A drawn layer too large for this configuration's buffers is refused by design, with a clear error (tested
+        # in test_bad_input/test_backend); the property is about the programs that compile.
+        assume("cannot be mapped onto processor" not in str(exc))
+        raise
 
 
 def _run_both(net, dev, x):
