@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -750,60 +751,6 @@ def analyze_netlist(netlist: dict[str, Any], top: str | None = None, *, model: D
 
 
 # ---------------------------------------------------------------------------------------------------- modules
-def _dispatch(cfg: ProcessorConfig):
-    from dlproc.processor.top import Dispatcher
-
-    return Dispatcher(config=cfg)
-
-
-def _csr(cfg: ProcessorConfig):
-    from dlproc.processor.csr import ControlRegisters
-
-    return ControlRegisters(config=cfg)
-
-
-def _fetch(cfg: ProcessorConfig):
-    from dlproc.processor.fetch import FetchUnit
-
-    return FetchUnit(config=cfg)
-
-
-def _rd_arb(cfg: ProcessorConfig):
-    from dlproc.processor.dma import ReadChannelArbiter
-
-    return ReadChannelArbiter(config=cfg)
-
-
-def _dma(cfg: ProcessorConfig):
-    from dlproc.processor.dma import DmaEngine
-
-    return DmaEngine(config=cfg)
-
-
-def _engine(cfg: ProcessorConfig):
-    from dlproc.processor.engine import ComputeEngine
-
-    return ComputeEngine(config=cfg)
-
-
-def _fc(cfg: ProcessorConfig):
-    from dlproc.processor.fc import FcUnit
-
-    return FcUnit(config=cfg)
-
-
-def _fpadd(cfg: ProcessorConfig):
-    from dlproc.processor.fp32 import FpAdd
-
-    return FpAdd()
-
-
-def _fpmul(cfg: ProcessorConfig):
-    from dlproc.processor.fp32 import FpMul
-
-    return FpMul()
-
-
 def datapath_config(config: ProcessorConfig) -> ProcessorConfig:
     """The configuration the datapath modules (``engine``, ``fc``) are synthesized at.
 
@@ -823,17 +770,25 @@ def datapath_config(config: ProcessorConfig) -> ProcessorConfig:
 
 @dataclass(frozen=True)
 class _ModuleSpec:
-    factory: Callable[[ProcessorConfig], Any]
+    component: str          # "module:Class" under dlproc.processor, imported on use (the gateware is heavy)
     datapath: bool
     fp32_only: bool = False
 
+    def build(self, config: ProcessorConfig) -> Any:
+        module, cls = self.component.split(":")
+        component = getattr(importlib.import_module(f"dlproc.processor.{module}"), cls)
+        # the binary32 units are the same at every configuration: they take no config
+        return component() if self.fp32_only else component(config=config)
 
-#: The analysed modules: name -> (factory, datapath module, only for fp32). The dispatcher includes the
+
+#: The analysed modules: name -> (component, datapath module, only for fp32). The dispatcher includes the
 #: instruction checker; the engine includes the MAC array, the accumulator update and the post-processor.
 MODULES: dict[str, _ModuleSpec] = {
-    "csr": _ModuleSpec(_csr, False), "fetch": _ModuleSpec(_fetch, False), "dispatch": _ModuleSpec(_dispatch, False),
-    "rd_arb": _ModuleSpec(_rd_arb, False), "dma": _ModuleSpec(_dma, False), "engine": _ModuleSpec(_engine, True),
-    "fc": _ModuleSpec(_fc, True), "fpadd": _ModuleSpec(_fpadd, True, True), "fpmul": _ModuleSpec(_fpmul, True, True),
+    "csr": _ModuleSpec("csr:ControlRegisters", False), "fetch": _ModuleSpec("fetch:FetchUnit", False),
+    "dispatch": _ModuleSpec("top:Dispatcher", False), "rd_arb": _ModuleSpec("dma:ReadChannelArbiter", False),
+    "dma": _ModuleSpec("dma:DmaEngine", False), "engine": _ModuleSpec("engine:ComputeEngine", True),
+    "fc": _ModuleSpec("fc:FcUnit", True), "fpadd": _ModuleSpec("fp32:FpAdd", True, True),
+    "fpmul": _ModuleSpec("fp32:FpMul", True, True),
 }
 
 
@@ -853,7 +808,7 @@ def module_rtlil(config: ProcessorConfig, module: str) -> str:
 
     if module not in MODULES:
         raise ValueError(f"unknown module {module!r}; modules are {', '.join(MODULES)}")
-    return rtlil.convert(MODULES[module].factory(_module_config(config, module)), name=module)
+    return rtlil.convert(MODULES[module].build(_module_config(config, module)), name=module)
 
 
 def _script(module: str) -> str:
